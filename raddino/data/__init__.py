@@ -1,0 +1,1 @@
+"""Data: phantoms, dataset folders, image IO, splits and transforms."""

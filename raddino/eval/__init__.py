@@ -1,0 +1,1 @@
+"""Frozen-backbone evaluators: probes, segmentation, metadata, correspondence, attention."""

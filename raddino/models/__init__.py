@@ -1,0 +1,1 @@
+"""Models: the DINOv2-layout ViT backbone, weight loaders, encoder registry."""

@@ -1,0 +1,1 @@
+"""Self-supervised DINOv2 pretraining: losses, masking, crops, meta-architecture, loop."""
