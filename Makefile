@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt requirements/cpu.txt requirements/test.
 	$(PIP) -r requirements/cpu.txt -r requirements/test.txt
 	# Official DINOv2 code: a test-only parity reference; --no-deps so that it cannot pull a torch.
 	$(BIN)/pip install --no-deps dinov2==0.0.1.dev2
+	# torchxrayvision ships the real label files of public CXR datasets; tests read only its data/.
+	$(BIN)/pip install --no-deps torchxrayvision==1.5.7
 	$(BIN)/pip install --no-deps --no-build-isolation -e .
 	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.14.1'), torch.__version__"
 	touch $(STAMP)
