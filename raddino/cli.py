@@ -15,7 +15,13 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("raddino.embed", "Embed images with a frozen backbone into a safetensors file."),
     "phantom": ("raddino.data.phantom_cli", "Write a dataset folder of chest X-ray phantoms."),
+    "phantom-sheet": ("raddino.data.phantom_sheet", "Draw a labelled contact sheet of phantoms."),
+    "pretrain": (
+        "raddino.ssl.pretrain_cli",
+        "DINOv2 (continual) pretraining, resumable, torchrun-ready.",
+    ),
     "info": ("raddino.info", "Print versions, devices and the available backbone configs."),
+    "index": ("raddino.data.index_cli", "Index a real dataset in place as a dataset folder."),
 }
 
 

@@ -1,0 +1,94 @@
+"""The pretraining loop: runs, resumes bitwise after a kill, stops on NaN and on collapse."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from raddino.ssl.config import load_config
+from raddino.ssl.train import CollapseDetected, TrainingDiverged, pretrain
+
+
+def _smoke(**overrides):
+    base = {"train.epochs": 2, "train.epoch_length": 3, "train.checkpoint_every": 2}
+    return load_config("smoke", {**base, **overrides})
+
+
+def test_smoke_run_writes_the_run_folder_contract(tmp_path):
+    from raddino.models.weights import load_backbone
+
+    final = pretrain(_smoke(), tmp_path / "run", progress=False)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["step"] for r in records] == list(range(6))
+    for key in ("total", "dino_global", "dino_local", "koleo", "ibot", "teacher_entropy", "lr"):
+        assert all(torch.isfinite(torch.tensor(r[key])) for r in records), key
+    assert (tmp_path / "run" / "config.yaml").exists()
+    backbone = load_backbone(final)
+    assert backbone.embed_dim == 64
+    assert backbone(torch.zeros(1, 3, 56, 56)).shape == (1, 64)
+
+
+def test_killed_and_resumed_run_is_bitwise_identical(tmp_path):
+    config = _smoke()
+    reference = pretrain(config, tmp_path / "straight", progress=False)
+    # "kill" after step 3 (the last checkpoint is at step 3: checkpoint_every=2), then resume
+    pretrain(config, tmp_path / "killed", progress=False, stop_at_step=3)
+    resumed = pretrain(config, tmp_path / "killed", progress=False)
+    expected, got = load_file(reference), load_file(resumed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    straight = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    again = (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()
+    drop_timing = [
+        {k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in straight
+    ]
+    assert drop_timing == [
+        {k: v for k, v in json.loads(x).items() if k != "images_per_s"} for x in again
+    ]
+
+
+def test_a_changed_config_does_not_resume_silently(tmp_path):
+    pretrain(_smoke(**{"train.epochs": 1}), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="optim.base_lr"):
+        pretrain(_smoke(**{"train.epochs": 1, "optim.base_lr": 0.5}), tmp_path / "run")
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    from raddino.ssl import checkpoint as ckpt
+    from raddino.ssl import train
+
+    make_normalizer = train.make_normalizer
+
+    def poisoned_from_step_3(backbone):
+        normalize, calls = make_normalizer(backbone), {"n": 0}
+
+        def normalize_or_nan(images):
+            calls["n"] += 1  # global + local crops: 2 calls per step
+            out = normalize(images)
+            return out * float("nan") if calls["n"] > 6 else out
+
+        return normalize_or_nan
+
+    monkeypatch.setattr(train, "make_normalizer", poisoned_from_step_3)
+    with pytest.raises(TrainingDiverged, match="non-finite loss at step 3"):
+        pretrain(_smoke(), tmp_path / "run", progress=False)
+    assert ckpt.latest_checkpoint(tmp_path / "run").name == "step_00000001"
+    assert not (tmp_path / "run" / "teacher_backbone.safetensors").exists()
+
+
+def test_collapse_check_fires_on_a_collapsing_config(tmp_path):
+    # A very high teacher temperature makes the targets uniform: the "uniform" collapse.
+    config = _smoke(
+        **{
+            "teacher.warmup_teacher_temp": 9.0,
+            "teacher.teacher_temp": 9.0,
+            "health.collapse_patience": 3,
+        }
+    )
+    with pytest.raises(CollapseDetected, match="collapsed for 3 steps"):
+        pretrain(config, tmp_path / "run", progress=False)
