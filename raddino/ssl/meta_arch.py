@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from raddino.ssl.dino_loss import DinoClsTokenLoss
+from raddino.ssl.distributed import world_size
 from raddino.ssl.heads import DinoHead
 from raddino.ssl.ibot_loss import IbotPatchLoss
 from raddino.ssl.koleo_loss import koleo_loss_per_crop
@@ -116,7 +117,7 @@ class DinoV2MetaArch(nn.Module):
         losses = {
             "dino_global": dino.global_crops,
             "dino_local": dino.local_crops,
-            "koleo": koleo_loss_per_crop(cls_gbc),
+            "koleo": koleo_loss_per_crop(gather_batch(cls_gbc)),
         }
         total = self.dino_weight * dino.total + self.koleo_weight * losses["koleo"]
         if "ibot" in targets:
@@ -141,6 +142,21 @@ class DinoV2MetaArch(nn.Module):
         teacher_params = list(self.teacher.parameters())
         torch._foreach_mul_(teacher_params, momentum)
         torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
+
+
+def gather_batch(tokens_gbc: torch.Tensor) -> torch.Tensor:
+    """(G, B, C) of this rank -> (G, world * B, C) of all ranks, differentiably.
+
+    KoLeo's nearest neighbours are taken over the GLOBAL batch (official DINOv2 takes them within
+    each rank's batch), so the objective does not depend on how the batch is split over ranks.
+    The backward of all_gather sums every rank's gradient into each rank's slice; after the
+    loop's gradient averaging that is exactly the gradient of the global KoLeo term.
+    """
+    if world_size() == 1:
+        return tokens_gbc
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tokens_gbc.contiguous()), dim=1)
 
 
 @torch.no_grad()

@@ -199,6 +199,14 @@ def _to_device(batch: SslBatch, device: torch.device) -> SslBatch:
     return batch
 
 
+def _mean_over_ranks(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Loss terms and diagnostics averaged over ranks (one all-reduce), for logging."""
+    names = sorted(losses)
+    values = torch.stack([losses[k].detach().float() for k in names])
+    all_reduce_sum(values).div_(world_size())
+    return {k: round(float(v), 6) for k, v in zip(names, values.tolist(), strict=True)}
+
+
 def _average_gradients(params: list[torch.nn.Parameter]) -> None:
     """Mean of the gradients over ranks, in one flat all-reduce (what DDP does, made explicit)."""
     n_ranks = world_size()
@@ -228,10 +236,10 @@ def pretrain(
     prepare_run_dir(run_dir, config, write=is_main)  # every rank checks, rank 0 writes
     if dist.is_initialized():
         dist.barrier()
-    torch.manual_seed(config["train"]["seed"] * 1000 + rank())  # drop-path streams differ per rank
-
+    torch.manual_seed(config["train"]["seed"])  # identical initial weights on every rank
     backbone = build_backbone_for(config)
     meta = DinoV2MetaArch(backbone, config).to(device)
+    torch.manual_seed(config["train"]["seed"] * 1000 + rank())  # drop-path streams differ per rank
     optimizer = build_optimizer(meta, config)
     train_cfg, optim_cfg, teacher_cfg = config["train"], config["optim"], config["teacher"]
     total_batch = train_cfg["batch_size_per_device"] * world_size()
@@ -313,7 +321,7 @@ def pretrain(
         optimizer.step()
         meta.update_teacher(schedules.teacher_momentum[step])
 
-        record = {k: round(float(v.detach()), 6) for k, v in losses.items()}
+        record = _mean_over_ranks(losses)
         record.update(
             step=step,
             lr=schedules.lr[step],
