@@ -136,7 +136,9 @@ def make_source(config: dict):
         return PhantomSource(config["train"]["seed"], data["phantom_size"], data["phantom_views"])
     if data["source"] == "folder":
         return FolderSource(data["path"], config["train"]["seed"], data["max_images"])
-    raise ValueError(f"config key 'data.source'={data['source']!r} is not implemented yet")
+    from raddino.data.deadleaves import DeadLeavesSource
+
+    return DeadLeavesSource(config["train"]["seed"], data["phantom_size"])
 
 
 # ---- run folder ------------------------------------------------------------------------------
