@@ -27,6 +27,10 @@ def atomic_path(final_path: str | os.PathLike, suffix: str = "") -> Iterator[Pat
     tmp_path = Path(tmp_name)
     try:
         yield tmp_path
+        if tmp_path.exists():  # mkstemp makes 0600 files; give the final file the usual mode
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, final_path)
     finally:
         if tmp_path.exists():
