@@ -22,6 +22,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "info": ("raddino.info", "Print versions, devices and the available backbone configs."),
     "index": ("raddino.data.index_cli", "Index a real dataset in place as a dataset folder."),
+    "probe": ("raddino.eval.probe_cli", "Linear probes on frozen features: AUPRC over seeds."),
+    "metadata": ("raddino.eval.metadata_cli", "Predict sex/age/weight/BMI bins from features."),
+    "segment": (
+        "raddino.eval.segment_cli",
+        "Segmentation heads on a frozen encoder (linear/ViTDet/UPerNet/U-Net), Dice.",
+    ),
+    "correspond": (
+        "raddino.eval.correspond_cli",
+        "Patch correspondence: landmark transfer error between subjects.",
+    ),
+    "book": ("raddino.book_cli", "Execute the book's notebooks under a profile; build the HTML."),
 }
 
 

@@ -1,0 +1,269 @@
+"""Segmentation heads on frozen features: shapes, training improves the loss, the backbone stays
+frozen and runs once, subject-level splits, few-shot curve, CLI and bad-input errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from raddino.cli import main
+from raddino.data.dataset_folder import DatasetFolder, write_phantom_folder
+from raddino.data.phantom.config import PhantomConfig
+from raddino.eval import segment
+from raddino.eval.patch_grids import extract_patch_grids, load_patch_encoder
+from raddino.eval.segment import (
+    few_shot_curve,
+    fit_and_score,
+    load_segmentation_set,
+    run_segmentation,
+    split_rows,
+)
+from raddino.eval.segment_heads import HEAD_KINDS, build_head
+from raddino.eval.segment_train import HeadTrainConfig, mean_loss, train_head
+
+STRUCTURES = ["left_lung", "right_lung", "heart", "ribs", "chest_tube"]
+WEIGHTS = "random:vit_pico"  # depth 2: the 4-level pyramid repeats block 0
+
+
+@pytest.fixture(scope="session")
+def seg_folder(tmp_path_factory) -> DatasetFolder:
+    root = tmp_path_factory.mktemp("segment") / "phantom"
+    return write_phantom_folder(root, 24, PhantomConfig(size=112), seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def seg_inputs(seg_folder):
+    """Masks at 56 px, frozen features of 4 layers at 112 px, and the images (U-Net)."""
+    encoder = load_patch_encoder(WEIGHTS)
+    data = load_segmentation_set(
+        seg_folder, STRUCTURES, encoder.preprocessing_at(112), 56, progress=False
+    )
+    grids = extract_patch_grids(
+        encoder, seg_folder.read_image, len(seg_folder), layers=4, size=112, progress=False
+    )
+    return data, grids
+
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_head_output_shapes(kind):
+    torch.manual_seed(0)
+    head = build_head(kind, 16, 3, channels=8)
+    if kind == "unet":
+        out = head(torch.randn(2, 1, 50, 50))  # padded to 64 inside, cropped back
+        assert out.shape == (2, 3, 50, 50)
+        return
+    features = torch.randn(2, 4, 16, 9, 9)  # odd grid: the x1/2 level rounds up
+    out = head(features)
+    expected_hw = (9, 9) if kind == "linear" else (36, 36)  # pyramid heads predict at x4
+    assert out.shape == (2, 3, *expected_hw)
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="unknown head 'fpn'"):
+        build_head("fpn", 16, 3)
+
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_each_head_trains_and_improves_the_loss(kind, seg_inputs):
+    data, grids = seg_inputs
+    inputs = data.images_n1hw if kind == "unet" else (grids[:, -1:] if kind == "linear" else grids)
+    rows = np.arange(4 if kind == "unet" else 8)  # the U-Net is the costly one on a CPU
+    config = HeadTrainConfig(epochs=4 if kind != "unet" else 3, batch_size=4, lr=2e-3)
+    torch.manual_seed(0)
+    head = build_head(kind, grids.shape[2], len(STRUCTURES), channels=16)
+    before = mean_loss(head, inputs, data.masks_nshw, data.defined_ns, rows, config)
+    history = train_head(
+        head, inputs, data.masks_nshw, data.defined_ns, rows, [], config, progress=False
+    )
+    after = mean_loss(head, inputs, data.masks_nshw, data.defined_ns, rows, config)
+    assert len(history["train_loss"]) == config.epochs
+    assert history["train_loss"][-1] < history["train_loss"][0]
+    if kind != "unet":  # the U-Net's BatchNorm running statistics need more than 3 steps
+        assert after < before
+
+
+def test_best_validation_epoch_is_kept(seg_inputs):
+    data, grids = seg_inputs
+    config = HeadTrainConfig(epochs=5, batch_size=4, lr=5e-3)
+    head = build_head("linear", grids.shape[2], len(STRUCTURES))
+    history = train_head(
+        head,
+        grids[:, -1:],
+        data.masks_nshw,
+        data.defined_ns,
+        range(12),
+        range(12, 16),
+        config,
+        progress=False,
+    )
+    best = int(np.argmin(history["val_loss"]))
+    assert history["best_epoch"] == best
+    final = mean_loss(head, grids[:, -1:], data.masks_nshw, data.defined_ns, range(12, 16), config)
+    assert final == pytest.approx(history["val_loss"][best], rel=1e-5)
+
+
+def test_masks_follow_the_model_frame(seg_folder, seg_inputs):
+    data, _ = seg_inputs
+    assert data.masks_nshw.shape == (24, len(STRUCTURES), 56, 56)
+    assert data.images_n1hw.shape == (24, 1, 56, 56)
+    # lungs are defined on every frontal phantom and cover a sizeable area
+    assert data.defined_ns[:, 0].all()
+    lung_fraction = data.masks_nshw[:, 0].float().mean().item()
+    original = np.mean([seg_folder.read_mask("left_lung", i).mean() for i in range(24)])
+    assert lung_fraction == pytest.approx(original, abs=0.02)
+
+
+def test_split_is_by_subject(seg_folder):
+    rows = split_rows(seg_folder, seed=1)
+    subjects = seg_folder.table["subject_id"].to_numpy()
+    seen = [set(subjects[r]) for r in rows.values()]
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    assert sum(len(r) for r in rows.values()) == len(seg_folder)
+    assert len(rows["train"]) > len(rows["val"]) > 0 and len(rows["test"]) > 0
+
+
+def test_backbone_runs_once_and_stays_frozen(seg_folder, monkeypatch):
+    encoder = load_patch_encoder(WEIGHTS)
+    state_before = {k: v.clone() for k, v in encoder.state_dict().items()}
+    calls = {"prepare": 0}
+    original_prepare = encoder.prepare
+
+    def counting_prepare(images, size=None):
+        calls["prepare"] += 1
+        return original_prepare(images, size)
+
+    monkeypatch.setattr(encoder, "prepare", counting_prepare)
+    monkeypatch.setattr(
+        "raddino.eval.patch_grids.load_patch_encoder", lambda spec, device="cpu": encoder
+    )
+    metrics, _ = run_segmentation(
+        str(seg_folder.root),
+        WEIGHTS,
+        "linear",
+        structures=STRUCTURES,
+        size=112,
+        config=HeadTrainConfig(epochs=3, batch_size=4),
+        progress=False,
+    )
+    assert calls["prepare"] == 2  # 24 images in batches of 16, whatever the number of epochs
+    for name, value in encoder.state_dict().items():
+        assert torch.equal(value, state_before[name]), name
+    assert all(p.grad is None for p in encoder.parameters())
+    assert set(STRUCTURES) <= set(metrics["dice"])
+
+
+def test_fit_and_score_reports_dice_per_structure(seg_folder, seg_inputs):
+    data, grids = seg_inputs
+    rows = split_rows(seg_folder)
+    result = fit_and_score(
+        "vitdet",
+        grids,
+        data,
+        rows,
+        HeadTrainConfig(epochs=2, batch_size=4),
+        channels=16,
+        progress=False,
+    )
+    n_test = len(rows["test"])
+    assert result["dice_per_image"].shape == (n_test, len(STRUCTURES))
+    assert result["predicted"].shape == (n_test, len(STRUCTURES), 56, 56)
+    for name in STRUCTURES:
+        stats = result["dice"][name]
+        assert stats["n"] == n_test and 0.0 <= stats["mean"] <= 1.0
+    assert "lungs" in result["dice"]
+
+
+def test_few_shot_curve(seg_folder, seg_inputs):
+    data, grids = seg_inputs
+    rows = split_rows(seg_folder)
+    config = HeadTrainConfig(epochs=1, batch_size=4)
+    curve = few_shot_curve("linear", grids[:, -1:], data, rows, [1, 4], config)
+    assert [point["n_train"] for point in curve] == [1, 4]
+    assert all("left_lung" in point["dice"] for point in curve)
+    with pytest.raises(ValueError, match="few-shot size 999"):
+        few_shot_curve("linear", grids[:, -1:], data, rows, [999], config)
+
+
+def test_cli_writes_metrics_and_figure(seg_folder, tmp_path):
+    out, figure = tmp_path / "seg.json", tmp_path / "seg.png"
+    code = main(
+        [
+            "segment",
+            "--data", str(seg_folder.root),
+            "--weights", WEIGHTS,
+            "--head", "linear",
+            "--size", "112",
+            "--epochs", "1",
+            "--structures", "left_lung,right_lung",
+            "--out", str(out),
+            "--figure", str(figure),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    record = json.loads(out.read_text())
+    assert record["evaluation"] == "segmentation"
+    assert set(record["metrics"]["dice"]) == {"left_lung", "right_lung", "lungs"}
+    assert record["config"]["head"] == "linear" and record["config"]["epochs"] == 1
+    with Image.open(figure) as image:
+        assert image.format == "PNG" and image.size[0] > 100
+
+
+def test_cli_bad_structure_is_a_one_line_error(seg_folder, tmp_path, capsys):
+    code = main(
+        [
+            "segment",
+            "--data", str(seg_folder.root),
+            "--weights", WEIGHTS,
+            "--structures", "spleen",
+            "--out", str(tmp_path / "m.json"),
+        ]
+    )  # fmt: skip
+    assert code == 2
+    assert "spleen" in capsys.readouterr().err
+
+
+def test_mask_of_wrong_size_is_named(seg_folder, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(seg_folder.root, copy)
+    folder = DatasetFolder.open(copy)
+    bad_path = folder.mask_path("heart", 3)
+    Image.fromarray(np.zeros((50, 60), dtype=np.uint8)).save(bad_path)
+    with pytest.raises(ValueError, match=f"{bad_path.name}.*differs from image size"):
+        load_segmentation_set(folder, ["heart"], load_patch_encoder(WEIGHTS).preprocessing, 56)
+
+
+def test_empty_test_split_is_refused(seg_inputs):
+    data, grids = seg_inputs
+    rows = {"train": np.arange(4), "val": np.arange(4, 6), "test": np.arange(0)}
+    with pytest.raises(ValueError, match="test split is empty"):
+        segment.fit_and_score("linear", grids, data, rows, HeadTrainConfig(epochs=1))
+
+
+def test_bad_train_config_is_named():
+    with pytest.raises(ValueError, match="epochs"):
+        HeadTrainConfig(epochs=0).validate()
+    with pytest.raises(ValueError, match="lr"):
+        HeadTrainConfig(lr=0).validate()
+
+
+def test_feature_cache_skips_the_encoder_on_rerun(seg_folder, tmp_path, monkeypatch):
+    from raddino.eval.patch_grids import cached_patch_grids
+
+    encoder = load_patch_encoder(WEIGHTS)
+    first = cached_patch_grids(encoder, seg_folder, tmp_path, layers=4, size=112, progress=False)
+    assert len(list(tmp_path.glob("patch-grids-*.safetensors"))) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the encoder ran although the features were cached")
+
+    monkeypatch.setattr(encoder, "prepare", fail)
+    again = cached_patch_grids(encoder, seg_folder, tmp_path, layers=4, size=112, progress=False)
+    assert torch.equal(first, again) and again.shape == (24, 4, 64, 8, 8)
+    with pytest.raises(AssertionError, match="the encoder ran"):  # other settings: a new entry
+        cached_patch_grids(encoder, seg_folder, tmp_path, layers=1, size=112, progress=False)
