@@ -23,8 +23,10 @@ class PhantomSource:
     """Phantom `index` rendered on demand (quantised as the dataset folders store them)."""
 
     def __init__(self, seed: int, size: int, views: list[str]) -> None:
-        from raddino.data.phantom import PhantomConfig
+        from raddino.data.phantom import PhantomConfig, tune_allocator_for_rendering
         from raddino.data.phantom.dataset import PhantomDataset
+
+        tune_allocator_for_rendering()  # process-wide malloc tuning: ~25 % faster rendering
 
         config = PhantomConfig(size=size, views=tuple(v.upper() for v in views), with_masks=False)
         self._dataset = PhantomDataset(1, seed, config)
