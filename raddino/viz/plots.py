@@ -1,0 +1,145 @@
+"""Matplotlib figures the chapters share: galleries, ground-truth overlays, ours-vs-paper bars.
+
+Each function draws only; data and numbers come from the library. Functions return the Figure
+(or draw into a given Axes) so notebooks can show, save or restyle it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+# Distinct colours for mask overlays (tab10 order without grey), cycled.
+MASK_COLOURS: tuple[str, ...] = (
+    "tab:blue",
+    "tab:orange",
+    "tab:green",
+    "tab:red",
+    "tab:purple",
+    "tab:brown",
+    "tab:pink",
+    "tab:olive",
+    "tab:cyan",
+)
+
+
+def image_gallery(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str] | None = None,
+    *,
+    ncols: int = 4,
+    panel_inches: float = 2.4,
+):
+    """Grid of grey (H, W) images in [0, 1], one titled panel each."""
+    import matplotlib.pyplot as plt
+
+    if len(images) == 0:
+        raise ValueError("image_gallery needs at least one image")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"got {len(titles)} titles for {len(images)} images")
+    ncols = max(1, min(ncols, len(images)))
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(panel_inches * ncols, panel_inches * nrows), squeeze=False
+    )
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(images[k], cmap="gray", vmin=0.0, vmax=1.0)
+            if titles is not None:
+                ax.set_title(titles[k], fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def overlay_masks(
+    ax,
+    image_hw: np.ndarray,
+    masks: Mapping[str, np.ndarray],
+    *,
+    alpha: float = 0.35,
+    legend: bool = True,
+) -> None:
+    """Draw the image with each boolean (H, W) mask as a translucent colour and outline."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Patch
+
+    ax.imshow(image_hw, cmap="gray", vmin=0.0, vmax=1.0)
+    handles = []
+    for k, (name, mask_hw) in enumerate(masks.items()):
+        mask_hw = np.asarray(mask_hw, dtype=bool)
+        if mask_hw.shape != np.shape(image_hw):
+            raise ValueError(f"mask {name!r} has shape {mask_hw.shape}, image {np.shape(image_hw)}")
+        colour = MASK_COLOURS[k % len(MASK_COLOURS)]
+        rgba_hw4 = np.zeros((*mask_hw.shape, 4))
+        rgba_hw4[..., :3] = to_rgb(colour)
+        rgba_hw4[..., 3] = mask_hw * alpha
+        ax.imshow(rgba_hw4)
+        if mask_hw.any() and not mask_hw.all():
+            ax.contour(mask_hw.astype(float), levels=[0.5], colors=[colour], linewidths=0.8)
+        handles.append(Patch(color=colour, label=name))
+    ax.axis("off")
+    if legend and handles:
+        ax.legend(handles=handles, fontsize=6, loc="lower left", framealpha=0.7)
+
+
+def plot_landmarks(
+    ax, landmarks: Mapping[str, tuple[float, float]], *, labels: bool = True
+) -> None:
+    """Mark landmarks given as name -> (x, y) pixels on an Axes already showing the image."""
+    for name, (x, y) in landmarks.items():
+        ax.plot(x, y, marker="+", color="yellow", markersize=7, mew=1.5)
+        if labels:
+            ax.annotate(
+                name.replace("_", " "),
+                (x, y),
+                xytext=(3, 3),
+                textcoords="offset points",
+                fontsize=5,
+                color="yellow",
+            )
+
+
+def bars_with_reference(
+    ax,
+    names: Sequence[str],
+    values: Sequence[float],
+    reference: Sequence[float] | None = None,
+    *,
+    value_label: str = "ours",
+    reference_label: str = "chance",
+    ylabel: str = "",
+) -> None:
+    """Bars of `values` per name, with an optional reference level per bar (e.g. chance)."""
+    x = np.arange(len(names))
+    ax.bar(x, values, color="tab:blue", label=value_label)
+    if reference is not None:
+        if len(reference) != len(values):
+            raise ValueError(f"got {len(reference)} reference values for {len(values)} bars")
+        ax.hlines(
+            reference, x - 0.4, x + 0.4, colors="black", linestyles="--", label=reference_label
+        )
+    ax.set_xticks(x, [n.replace("_", " ") for n in names], rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+
+
+def side_by_side_distribution(
+    ax,
+    classes: Sequence[str],
+    ours: Sequence[float],
+    paper: Sequence[float] | None,
+    *,
+    ours_label: str = "phantoms",
+    paper_label: str = "paper",
+) -> None:
+    """Class shares (fractions summing to 1) of our data beside the paper's, as grouped bars."""
+    x = np.arange(len(classes))
+    width = 0.4 if paper is not None else 0.8
+    ax.bar(x - (width / 2 if paper is not None else 0), ours, width, label=ours_label)
+    if paper is not None:
+        ax.bar(x + width / 2, paper, width, label=paper_label)
+    ax.set_xticks(x, list(classes), fontsize=8)
+    ax.set_ylabel("share of images")
+    ax.legend(fontsize=7)
