@@ -238,3 +238,30 @@ def test_metadata_bins_follow_paper_edges():
     np.testing.assert_array_equal(encode_sex(["M", "f", "", None]), [1, 0, -1, -1])
     with pytest.raises(ValueError, match="unknown metadata variable 'height'"):
         bin_metadata("height", [1.0])
+
+
+def test_read_mask_checks_the_size_of_a_dicom_image(tmp_path):
+    """Mask size is compared with a DICOM image's Rows/Columns (PIL cannot open DICOM)."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(tmp_path / "a.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns, ds.BitsAllocated, ds.BitsStored, ds.HighBit = 6, 8, 16, 12, 11
+    ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = np.zeros((6, 8), np.uint16).tobytes()
+    (tmp_path / "images").mkdir()
+    ds.save_as(tmp_path / "images" / "a.dcm", enforce_file_format=True)
+    labels = pd.DataFrame({"image": ["images/a.dcm"], "subject_id": ["s1"], "view": ["PA"]})
+    write_index(tmp_path, labels, {"name": "t", "labels": [], "structures": ["heart"]})
+    write_png(tmp_path / "masks" / "heart" / "a.png", np.full((6, 8), 255, np.uint8))
+    folder = DatasetFolder.open(tmp_path)
+    assert folder.read_mask("heart", 0).all()
+    write_png(tmp_path / "masks" / "heart" / "a.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match="mask size"):
+        folder.read_mask("heart", 0)

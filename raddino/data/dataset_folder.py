@@ -150,8 +150,9 @@ class DatasetFolder:
             )
         with Image.open(path) as img:
             values = np.asarray(img.convert("L") if img.mode != "L" else img)
-        with Image.open(self.image_path(i)) as img:
-            image_w, image_h = img.size
+        from raddino.data.datasets import image_size  # header only: DICOM Rows/Columns or PIL
+
+        image_h, image_w = image_size(self.image_path(i))
         if values.shape != (image_h, image_w):
             raise ValueError(
                 f"{path}: mask size (w, h) {values.shape[::-1]} differs from image size "
