@@ -162,9 +162,12 @@ def load_embedding_model(weights: str, device: str, seed: int = 0) -> tuple[Any,
     if weights.startswith(RANDOM_PREFIX):
         from raddino.models.backbone import build_backbone
 
+        # LayerScale 1.0, not DINOv2's training init 1e-5: with 1e-5 the residual branches are
+        # nearly silent and an untrained ViT gives every image the same class token (measured:
+        # feature spread 0.0 on phantoms), a baseline that would measure nothing.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = build_backbone(weights.removeprefix(RANDOM_PREFIX))
+            model = build_backbone(weights.removeprefix(RANDOM_PREFIX), layerscale_init=1.0)
         model = model.to(device)
     else:
         from raddino.models.weights import load_backbone
