@@ -24,6 +24,13 @@ from raddino.ssl.data import BatchMaker, PhantomSource
 from raddino.ssl.meta_arch import DinoV2MetaArch
 from raddino.ssl.train import build_backbone_for, build_optimizer, make_normalizer
 
+# DINOv2's default heads: 65536 prototypes, hidden 2048, bottleneck 256 (DINO and iBOT)
+PAPER_HEADS = {
+    f"{loss}.head_{key}": value
+    for loss in ("dino", "ibot")
+    for key, value in (("n_prototypes", 65536), ("hidden_dim", 2048), ("bottleneck_dim", 256))
+}
+
 CASES = {
     # the `cpu` profile as is
     "cpu": ("cpu", {}),
@@ -36,12 +43,7 @@ CASES = {
             "crops.global_crops_size": 224,
             "crops.local_crops_size": 98,
             "crops.local_crops_number": 4,
-            "dino.head_n_prototypes": 65536,
-            "dino.head_hidden_dim": 2048,
-            "dino.head_bottleneck_dim": 256,
-            "ibot.head_n_prototypes": 65536,
-            "ibot.head_hidden_dim": 2048,
-            "ibot.head_bottleneck_dim": 256,
+            **PAPER_HEADS,
         },
     ),
     # gpu-paper-shaped: ViT-B/14 at 518, 40 images per device
@@ -53,12 +55,7 @@ CASES = {
             "crops.global_crops_size": 518,
             "crops.local_crops_size": 196,
             "crops.local_crops_number": 8,
-            "dino.head_n_prototypes": 65536,
-            "dino.head_hidden_dim": 2048,
-            "dino.head_bottleneck_dim": 256,
-            "ibot.head_n_prototypes": 65536,
-            "ibot.head_hidden_dim": 2048,
-            "ibot.head_bottleneck_dim": 256,
+            **PAPER_HEADS,
             "data.phantom_size": 518,
         },
     ),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from raddino.ssl.masking import IbotMasks, masks_to_indices_and_weights, sample_ibot_masks
+from raddino.ssl.masking import IbotMasks, ibot_masks_from, sample_ibot_masks
 from raddino.ssl.meta_arch import SslBatch
 
 
@@ -160,12 +160,4 @@ class BatchMaker:
             for g in range(n_global)
             for b in range(self.batch_size)
         ]
-        masks_bn = full.masks_bn[rows]
-        indices_m, weights_m = masks_to_indices_and_weights(masks_bn)
-        return IbotMasks(
-            masks_bn=masks_bn,
-            mask_indices_m=indices_m,
-            masks_weight_m=weights_m,
-            n_masked_patches=torch.full((1,), indices_m.shape[0], dtype=torch.long),
-            upperbound=full.upperbound,
-        )
+        return ibot_masks_from(full.masks_bn[rows], full.upperbound)

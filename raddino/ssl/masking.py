@@ -206,6 +206,11 @@ def sample_ibot_masks(
     )
     masks_bhw = mask_generator(targets_b, generator)
     masks_bn = masks_bhw[torch.randperm(n_images, generator=generator)].flatten(1)
+    return ibot_masks_from(masks_bn, upperbound)
+
+
+def ibot_masks_from(masks_bn: torch.Tensor, upperbound: int) -> IbotMasks:
+    """`IbotMasks` (flat indices, per-patch weights, count) of given (n_images, n_tokens) masks."""
     mask_indices_m, masks_weight_m = masks_to_indices_and_weights(masks_bn)
     return IbotMasks(
         masks_bn=masks_bn,
