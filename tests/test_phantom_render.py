@@ -198,3 +198,40 @@ def test_allocator_tuning_is_optional_and_harmless():
     from raddino.data.phantom import tune_allocator_for_rendering
 
     assert isinstance(tune_allocator_for_rendering(), bool)
+
+
+@pytest.mark.parametrize("size", [64, 224])
+def test_image_warp_matches_scipy_bilinear_through_the_mask_affine(size):
+    """The image warp (torch grid_sample) = scipy's order-1 map_coordinates at the very source
+    positions the masks use, so image and ground truth share one affine."""
+    from scipy import ndimage
+
+    from raddino.data.phantom.imaging import sample_acquisition, source_positions, warp_image
+
+    config = PhantomConfig(size=size, max_rotation_deg=10.0, max_shift=0.1, max_scale_change=0.2)
+    canonical = np.random.default_rng(7).random((size, size), dtype=np.float32)
+    for k in range(4):
+        acquisition = sample_acquisition(np.random.default_rng(k), config, "PA")
+        rows, cols = source_positions(size, acquisition)
+        expected = ndimage.map_coordinates(
+            canonical.astype(np.float64), [rows - 0.5, cols - 0.5], order=1, mode="nearest"
+        )
+        warped = warp_image(canonical, acquisition)
+        assert warped.shape == (size, size) and warped.dtype == np.float32
+        np.testing.assert_allclose(warped, expected, atol=2e-4)
+
+
+@pytest.mark.parametrize("size", [32, 224, 518])
+def test_capped_segment_distance_equals_the_full_distance_clipped(size):
+    """The windowed per-segment path (long tubes) agrees with the all-segments path."""
+    from raddino.data.phantom.raster import Canvas, segment_distance
+
+    canvas = Canvas(size)
+    rng = np.random.default_rng(size)
+    box = canvas.box(0.1, 0.9, 0.05, 0.95)
+    for _ in range(10):
+        points = rng.random((int(rng.integers(2, 14)), 2)).astype(np.float32) * 0.6 + 0.2
+        full = segment_distance(box, points)
+        for reach in (0.002, 0.01, 0.05):
+            capped = segment_distance(box, points, reach)
+            np.testing.assert_allclose(capped, np.minimum(full, reach), atol=3e-6)

@@ -27,8 +27,10 @@ def draw_tube(scene: Scene, path: np.ndarray, mask_name: str | None, holes=()) -
     box = scene.box(*polyline_box_bounds(path, 0.01))
     if box is None:
         return
-    dist = segment_distance(box, path)
     drawn = max(STRIPE_WIDTH, MIN_LINE_PX * canvas.pixel)
+    # Beyond `reach` the stripe (< e^-16), the tube body and its mask are all zero.
+    reach = max(0.01, 2 * drawn, TUBE_WIDTH / 2 + 2 * canvas.pixel)
+    dist = segment_distance(box, path, reach)
     stripe = F32(STRIPE_WIDTH / drawn) * np.exp(-((dist * F32(2.0 / drawn)) ** 2))
     for hx, hy in holes:
         hole = np.sqrt((box.xs - F32(hx)) ** 2 + (box.ys - F32(hy)) ** 2)
@@ -97,7 +99,7 @@ def _ecg_lead(scene: Scene, anatomy: FrontalAnatomy, rng: np.random.Generator) -
     wire = bezier((x, y), bend, end, 6)
     box = scene.box(*polyline_box_bounds(wire, 0.006))
     if box is not None:
-        dist = segment_distance(box, wire)
         drawn = max(0.0025, MIN_LINE_PX * scene.canvas.pixel)
+        dist = segment_distance(box, wire, max(0.006, 2 * drawn))  # line < e^-16 beyond
         line = F32(0.0025 / drawn) * np.exp(-((dist * F32(2.0 / drawn)) ** 2))
         scene.dense[box.rows, box.cols] += line * F32(0.8 * BONE_PER_CM)

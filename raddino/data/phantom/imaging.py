@@ -113,37 +113,39 @@ def source_positions(n: int, acq: Acquisition) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def warp_image(canonical: np.ndarray, positions: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Resample a canonical (n, n) float32 layer at `positions` (bilinear, edge clamp).
+def sampling_grid(n: int, acq: Acquisition) -> np.ndarray:
+    """Canonical source of each output pixel as a grid_sample grid (1, n, n, 2): (x, y) in [-1, 1].
 
-    Hand-written gather: several times faster than scipy.ndimage.affine_transform here.
+    Same affine as `source_positions` (align_corners=False: g = 2 * position / n - 1), built as
+    two planes so each is one broadcast add; the (x, y) interleave is a view, not a copy.
     """
-    n = canonical.shape[0]
-    rows = clip(positions[0] - F32(0.5), 0.0, n - 1.001)
-    cols = clip(positions[1] - F32(0.5), 0.0, n - 1.001)
-    row_floor = np.floor(rows)
-    col_floor = np.floor(cols)
-    rows -= row_floor  # fractional parts, float32
-    cols -= col_floor
-    row_floor *= F32(n)
-    row_floor += col_floor  # flat index, exact in float32 for n <= 4096
-    flat_index = row_floor.astype(np.intp)
-    flat = canonical.ravel()
-    top = flat[flat_index]
-    top_right = flat[flat_index + 1]
-    flat_index += n
-    bottom = flat[flat_index]
-    bottom_right = flat[flat_index + 1]
-    top_right -= top
-    top_right *= cols
-    top += top_right
-    bottom_right -= bottom
-    bottom_right *= cols
-    bottom += bottom_right
-    bottom -= top
-    bottom *= rows
-    top += bottom
-    return top
+    inverse, offset = _inverse_affine(acq)
+    base = offset * n + inverse @ np.array([0.5, 0.5])
+    to_grid = 2.0 / n
+    index = np.arange(n, dtype=np.float32)
+    planes_2hw = np.empty((2, n, n), dtype=np.float32)
+    for plane, axis in ((0, 1), (1, 0)):  # plane 0 = x = canonical column, plane 1 = y = row
+        along_rows = index * F32(inverse[axis, 0] * to_grid)
+        along_cols = index * F32(inverse[axis, 1] * to_grid) + F32(base[axis] * to_grid - 1.0)
+        np.add(along_rows[:, None], along_cols[None, :], out=planes_2hw[plane])
+    return planes_2hw.transpose(1, 2, 0)[None]
+
+
+def warp_image(canonical: np.ndarray, acq: Acquisition) -> np.ndarray:
+    """Resample a canonical (n, n) float32 layer through the acquisition affine (bilinear, edge
+    clamp). torch's grid_sample: ~0.3 ms at 224 px on one core vs ~0.57 ms for a numpy gather."""
+    import torch
+    import torch.nn.functional as functional
+
+    image_11hw = torch.from_numpy(canonical)[None, None]
+    warped = functional.grid_sample(
+        image_11hw,
+        torch.from_numpy(sampling_grid(canonical.shape[0], acq)),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )
+    return warped[0, 0].numpy()
 
 
 def warp_masks(
@@ -181,29 +183,39 @@ def detect(
     attenuation: np.ndarray, acq: Acquisition, rng: np.random.Generator, noise: float
 ) -> np.ndarray:
     """Attenuation -> displayed image in [0, 1]: exp detector, scatter, Poisson-Gaussian noise,
-    log transform and a windowed tone curve (bright = attenuating)."""
-    primary = np.exp(-attenuation)
+    log transform and a windowed tone curve (bright = attenuating). In place on two buffers."""
+    primary = np.negative(attenuation)
+    np.exp(primary, out=primary)
     blur_px = DETECTOR_BLUR_MM / DETECTOR_SIDE_MM * attenuation.shape[0]
     if blur_px >= 0.3:  # focal spot + detector unsharpness; negligible below ~400 px
         primary = ndimage.gaussian_filter(primary, blur_px, mode="nearest", truncate=3.0)
-    signal = primary + F32(acq.scatter * float(primary.mean()))
-    log_signal = -np.log(signal)
+    signal = primary  # in place from here on: each step overwrites the one buffer it needs
+    signal += F32(acq.scatter * float(primary.sum()) / primary.size)
+    low, high = acq.window_low, acq.window_high
     if noise > 0:
         # Gaussian approximation of Poisson quanta in the log domain: var = 1 / (N0 * signal).
-        sigma = np.sqrt(F32(1.0 / acq.photons) / signal + F32(acq.electronic_noise**2))
+        shown = np.divide(F32(1.0 / acq.photons), signal)
+        shown += F32(acq.electronic_noise**2)
+        np.sqrt(shown, out=shown)
         n_pixels = attenuation.size
         start = int(rng.integers(0, 2 * n_pixels))
         unit_noise = _noise_bank(attenuation.shape[0])[start : start + n_pixels]
-        sigma *= unit_noise.reshape(attenuation.shape)
+        shown *= unit_noise.reshape(attenuation.shape)
         if noise != 1.0:
-            sigma *= F32(noise)
-        log_signal += sigma
-    low, high = acq.window_low, acq.window_high
-    shown = (log_signal - F32(low)) * F32(1.0 / (high - low))
+            shown *= F32(noise)
+        shown -= np.log(signal, out=signal)  # log signal = -log(detected) + noise
+    else:
+        shown = np.log(signal, out=signal)
+        np.negative(shown, out=shown)
+    shown *= F32(1.0 / (high - low))
+    shown -= F32(low / (high - low))
     clip(shown, 0.0, 1.0, out=shown)
-    # Tone curve ~ shown**gamma (a quadratic, cheaper than a power): gamma < 1 lifts mid-greys.
+    # Tone curve ~ shown**gamma (a quadratic, cheaper than a power): gamma < 1 lifts mid-greys:
+    # shown + bend * shown * (1 - shown) = shown * ((1 + bend) - bend * shown).
     bend = F32(clip(1.0 - acq.gamma, -0.5, 0.5))
-    shown += bend * shown * (F32(1.0) - shown)
+    factor = shown * -bend
+    factor += F32(1.0) + bend
+    shown *= factor
     return shown
 
 

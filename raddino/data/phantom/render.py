@@ -68,13 +68,13 @@ def render_phantom(index: int, *, seed: int, config: PhantomConfig) -> PhantomSa
     for name, extra in details.items():
         findings.setdefault(name, {}).update(extra)
 
-    positions = source_positions(config.size, acquisition)
-    attenuation = warp_image(scene.attenuation(), positions)
+    attenuation = warp_image(scene.attenuation(), acquisition)
     image = detect(attenuation, acquisition, detail_rng, config.noise)
     collimate_and_mark(image, acquisition)
 
     masks: dict[str, np.ndarray] = {}
     if config.with_masks:
+        positions = source_positions(config.size, acquisition)
         masks = warp_masks(scene.packed_masks, scene.mask_names, positions)
         _ensure_visible(masks, scene, findings, acquisition, config.size)
     landmarks = place_points(

@@ -191,13 +191,15 @@ def draw_ribs(scene: Scene, anatomy: FrontalAnatomy, subject, findings: dict, va
         y_rel = box.ys[:, 0] - F32(lung.y_apex)  # (h,)
         c_lo, c_hi, c_w = _sample_positions((m / F32(sx) - TEMPLATE_M[0]) * size, w_t)
         r_lo, r_hi, r_w = _sample_positions((y_rel / F32(sy) - TEMPLATE_Y[0]) * size, h_t)
-        total = density_t[v] * F32((0.45 + 0.55 * subject.bone_density) * 1.7 * BONE_PER_CM)
+        bone_scale = F32((0.45 + 0.55 * subject.bone_density) * 1.7 * BONE_PER_CM)
         if subject.cartilage_calcification > 0.15:
-            total = total + cartilage_t[v] * F32(
-                subject.cartilage_calcification * 0.5 * BONE_PER_CM
-            )
+            cartilage_scale = subject.cartilage_calcification * 0.5 * BONE_PER_CM / bone_scale
+            total = density_t[v] + cartilage_t[v] * F32(cartilage_scale)
+        else:
+            total = density_t[v]  # read-only template; scaled after sampling (fewer pixels)
         rows = total[r_lo] * (F32(1.0) - r_w)[:, None] + total[r_hi] * r_w[:, None]
         sampled = rows[:, c_lo] * (F32(1.0) - c_w) + rows[:, c_hi] * c_w
+        sampled *= bone_scale
         fracture = findings.get("rib_fracture")
         if fracture is not None and fracture["side"] == side:
             arc = arcs[v][2 * (fracture["rib"] - 1)]

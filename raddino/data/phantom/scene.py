@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from types import MappingProxyType
+
 import numpy as np
 
-from .raster import Box, Canvas
+from .raster import Box, Canvas, clip
 
 # Attenuation units: one unit ~ 5 cm of water at a typical chest-radiography beam (mu ~ 0.2/cm).
 TISSUE_PER_CM = 0.2
 BONE_PER_CM = 0.5
+
+
+@lru_cache(maxsize=16)
+def _mask_bits(mask_names: tuple[str, ...]) -> MappingProxyType:
+    """name -> its bit (uint64) in the packed mask image; cached per view's structure list."""
+    return MappingProxyType({name: np.uint64(1 << k) for k, name in enumerate(mask_names)})
 
 
 class Scene:
@@ -28,7 +37,7 @@ class Scene:
         if len(mask_names) > 64:
             raise ValueError(f"at most 64 mask structures per view, got {len(mask_names)}")
         self.mask_names = tuple(mask_names)
-        self.mask_bits = {name: np.uint64(1) << np.uint64(k) for k, name in enumerate(mask_names)}
+        self.mask_bits = _mask_bits(self.mask_names)
         # All masks bit-packed into one image: bit k of a pixel = inside mask_names[k].
         self.packed_masks = np.zeros((size, size) if with_masks else (0, 0), dtype=np.uint64)
         self.landmarks: dict[str, tuple[float, float]] = {}  # normalised (x, y), canonical frame
@@ -53,4 +62,5 @@ class Scene:
         """Total line integral per pixel, (size, size) float32."""
         total = self.tissue - self.air
         total += self.dense
-        return np.maximum(total, np.float32(0.0), out=total)
+        # clip, not np.maximum: the same here and ~2x faster with a scalar bound.
+        return clip(total, np.float32(0.0), np.float32(np.inf), out=total)
