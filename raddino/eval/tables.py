@@ -1,0 +1,247 @@
+""" "Ours vs paper" tables for the evaluation chapters: which encoders, and results as DataFrames.
+
+The chapters (06 linear probes, 08 metadata, 09 correspondence) call the evaluators and hand
+their result dicts here; this module turns them into tidy frames (one row per encoder and item)
+and puts the paper's numbers beside them, so that notebooks stay short and the assembly is tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# Our metadata variables -> the column names of the paper's Table 7.
+PAPER_METADATA_COLUMNS: dict[str, str] = {
+    "sex": "Sex",
+    "age": "Age",
+    "weight_kg": "Weight",
+    "bmi": "BMI",
+}
+
+
+def encoders_to_compare(
+    encoders: Sequence[str], release_names: Callable[[], list[str]] | None = None
+) -> list[str]:
+    """The profile's encoder specs (order kept, duplicates dropped) plus every shipped release.
+
+    Release checkpoints of our own trainer (`raddino:<name>`) join automatically once
+    `raddino.models.weights.release_names()` lists them.
+    """
+    if isinstance(encoders, str):
+        raise ValueError(f"encoders must be a list of specs, got the string {encoders!r}")
+    if release_names is None:
+        from raddino.models.weights import release_names
+    specs: list[str] = []
+    for spec in [*encoders, *(f"raddino:{name}" for name in release_names())]:
+        spec = str(spec).strip()
+        if not spec:
+            raise ValueError("encoders: an empty encoder spec")
+        if spec not in specs:
+            specs.append(spec)
+    if not specs:
+        raise ValueError("encoders: no encoder to compare (the list is empty)")
+    return specs
+
+
+# ------------------------------------------------------------------------------ linear probes
+def probe_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Long frame of `run_probes` summaries: encoder, finding, AUPRC mean/std, chance, seeds.
+
+    One row per (encoder, probed finding) plus a "macro" row per encoder; AUPRC in [0, 1].
+    """
+    rows = []
+    for encoder, result in results.items():
+        summary = result["summary"]
+        for finding, scores in summary["per_label"].items():
+            rows.append(
+                {
+                    "encoder": encoder,
+                    "finding": finding,
+                    "auprc_mean": scores["auprc"]["mean"],
+                    "auprc_std": scores["auprc"]["std"],
+                    "chance": scores["prevalence"]["mean"],
+                    "seeds": scores["auprc"]["n"],
+                }
+            )
+        macro = summary["macro"]["auprc"]
+        rows.append(
+            {
+                "encoder": encoder,
+                "finding": "macro",
+                "auprc_mean": macro["mean"],
+                "auprc_std": macro["std"],
+                "chance": np.nan,
+                "seeds": macro["n"],
+            }
+        )
+    columns = ["encoder", "finding", "auprc_mean", "auprc_std", "chance", "seeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def mean_std_text(mean: float, std: float, scale: float = 100.0, digits: int = 1) -> str:
+    """'mean ± std' as the paper prints it (percent by default); NaN gives '–'."""
+    if not np.isfinite(mean):
+        return "–"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def wide_mean_std(
+    frame: pd.DataFrame, row: str, column: str, mean: str, std: str, order: Sequence[str] = ()
+) -> pd.DataFrame:
+    """A rows x columns table of 'mean ± std' percent strings from a long frame."""
+    text = frame.assign(
+        cell=[mean_std_text(m, s) for m, s in zip(frame[mean], frame[std], strict=True)]
+    )
+    wide = text.pivot(index=row, columns=column, values="cell")
+    columns = [c for c in order if c in wide.columns] + [c for c in wide.columns if c not in order]
+    rows = list(dict.fromkeys(frame[row]))  # first-seen order, not alphabetical
+    return wide.loc[rows, columns].fillna("–").rename_axis(index=row, columns=None)
+
+
+# Phantom findings that have a column in the paper's linear-probing tables: (table, column).
+PAPER_PROBE_COLUMNS: dict[str, tuple[str, str]] = {
+    "lung_opacity": ("3", "LO"),
+    "cardiomegaly": ("3", "CM"),
+    "pleural_thickening": ("3", "PL-T"),
+    "aortic_enlargement": ("3", "AE"),
+    "fibrosis": ("3", "PF"),
+    "tuberculosis": ("3", "TB"),
+    "pneumothorax": ("4", "PTX"),
+    "chest_tube": ("4", "Chest Tube"),
+    "rib_fracture": ("4", "Fracture"),
+}
+
+
+def probe_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per finding the paper also probes: our AUPRC per encoder and chance beside the paper's
+    RAD-DINO and its best other model (Tables 3 and 4, AUPRC %; different data, same protocol)."""
+    from raddino.paper import paper_table
+
+    paper = {table: paper_table(table) for table in ("3", "4")}
+    rows = []
+    for finding, (table, column) in PAPER_PROBE_COLUMNS.items():
+        ours = frame[frame["finding"] == finding]
+        cells = paper[table]
+        cells = cells[(cells["column"] == column) & (cells["kind"] == "model")]
+        if cells.empty:
+            raise ValueError(f"paper Table {table} has no column {column!r}")
+        rad_dino = cells[cells["row"] == "RAD-DINO"]["value"]
+        others = cells[cells["row"] != "RAD-DINO"].sort_values("value", ascending=False)
+        row = {"finding": finding, "paper column": f"Table {table}: {column}"}
+        for encoder, one in ours.groupby("encoder", sort=False):
+            row[f"{encoder} (phantoms)"] = mean_std_text(*one[["auprc_mean", "auprc_std"]].iloc[0])
+        row["chance (phantoms)"] = f"{100 * ours['chance'].mean():.1f}" if len(ours) else "–"
+        row["RAD-DINO (paper)"] = f"{rad_dino.iloc[0]:.1f}" if len(rad_dino) else "–"
+        best = others.iloc[0]
+        row["best other (paper)"] = f"{best['value']:.1f} ({best['row']})"
+        rows.append(row)
+    encoders = [f"{e} (phantoms)" for e in dict.fromkeys(frame["encoder"])]
+    columns = ["paper column", *encoders, "chance (phantoms)"]
+    columns += ["RAD-DINO (paper)", "best other (paper)"]
+    return pd.DataFrame(rows).set_index("finding").reindex(columns=columns).fillna("–")
+
+
+# ------------------------------------------------------------------------------ metadata
+def metadata_per_variable(
+    features_nd: np.ndarray, table: pd.DataFrame, config: Any, *, source: str = "labels.csv"
+) -> dict[str, dict[str, Any]]:
+    """`run_metadata` one variable at a time: a variable that cannot be measured (one class,
+    too few subjects for the folds) gets {"error": reason} instead of stopping the others."""
+    from dataclasses import replace
+
+    from raddino.eval.metadata import run_metadata
+
+    config.validate()
+    out: dict[str, dict[str, Any]] = {}
+    for variable in config.variables:
+        one = replace(config, variables=(variable,))
+        try:
+            out[variable] = run_metadata(features_nd, table, one, source=source)["variables"][
+                variable
+            ]
+        except ValueError as err:
+            out[variable] = {"error": str(err)}
+    return out
+
+
+def metadata_frame(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> pd.DataFrame:
+    """Long frame: encoder, variable, accuracy mean/std, majority-class accuracy, n, note."""
+    rows = []
+    for encoder, variables in results.items():
+        for variable, result in variables.items():
+            if "error" in result:
+                rows.append({"encoder": encoder, "variable": variable, "note": result["error"]})
+                continue
+            rows.append(
+                {
+                    "encoder": encoder,
+                    "variable": variable,
+                    "accuracy_mean": result["accuracy"]["mean"],
+                    "accuracy_std": result["accuracy"]["std"],
+                    "majority_mean": result["majority_class_accuracy"]["mean"],
+                    "n_images": result["n_images"],
+                    "note": "",
+                }
+            )
+    columns = [
+        "encoder",
+        "variable",
+        "accuracy_mean",
+        "accuracy_std",
+        "majority_mean",
+        "n_images",
+        "note",
+    ]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def metadata_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
+    """Our accuracies ('mean ± std' %, plus a majority-class row) above the paper's Table 7."""
+    from raddino.paper import paper_table
+
+    measured = frame.dropna(subset=["accuracy_mean"])
+    order = [v for v in PAPER_METADATA_COLUMNS if v in set(measured["variable"])]
+    ours = wide_mean_std(measured, "encoder", "variable", "accuracy_mean", "accuracy_std", order)
+    floor = measured.groupby("variable", sort=False)["majority_mean"].mean()
+    ours.loc["majority class"] = [
+        f"{100 * floor[v]:.1f}" if v in floor.index else "–" for v in ours.columns
+    ]
+    ours = ours.rename(columns=PAPER_METADATA_COLUMNS)
+    ours.index = [f"{name} (phantoms)" for name in ours.index]
+    paper = paper_table("7", wide=True)
+    paper = paper.map(lambda v: f"{v:.1f}" if np.isfinite(v) else "–")
+    paper.index = [f"{name} (paper, MIMIC-CXR)" for name in paper.index]
+    return pd.concat([ours, paper[[c for c in ours.columns if c in paper.columns]]])
+
+
+# ------------------------------------------------------------------------------ correspondence
+def correspondence_frame(
+    metrics: Mapping[str, Mapping[str, Any]], radius: str | float = 16
+) -> pd.DataFrame:
+    """Per landmark and encoder: transfer error, hit rate within `radius` px, and the same
+    references `landmark_transfer` reports (keep-the-position baseline, quantisation floor)."""
+    key = f"{float(radius):g}"
+    rows = []
+    for encoder, result in metrics.items():
+        if float(key) not in [float(r) for r in result["radii_px"]]:
+            raise ValueError(f"radius {key} px not measured for {encoder}: {result['radii_px']}")
+        items = [*result["per_landmark"].items(), ("overall", result["overall"])]
+        for landmark, summary in items:
+            if not summary.get("n"):
+                continue
+            rows.append(
+                {
+                    "encoder": encoder,
+                    "landmark": landmark,
+                    "transfers": summary["n"],
+                    "mean_error_px": summary["mean_error_px"],
+                    f"hit_rate_{key}px": summary["hit_rate"][key],
+                    "same_position_error_px": summary["same_position_error_px"],
+                    f"same_position_hit_rate_{key}px": summary["same_position_hit_rate"][key],
+                    "quantisation_floor_px": summary["quantisation_floor_px"],
+                }
+            )
+    return pd.DataFrame(rows)

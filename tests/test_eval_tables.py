@@ -1,0 +1,176 @@
+"""The "ours vs paper" tables of the evaluation chapters (raddino.eval.tables)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from raddino.eval.metadata import MetadataConfig, run_metadata
+from raddino.eval.probe import ProbeConfig, run_probes
+from raddino.eval.tables import (
+    correspondence_frame,
+    encoders_to_compare,
+    mean_std_text,
+    metadata_beside_paper,
+    metadata_frame,
+    metadata_per_variable,
+    probe_beside_paper,
+    probe_frame,
+    wide_mean_std,
+)
+
+
+def test_encoders_to_compare_appends_releases_once_in_order():
+    specs = encoders_to_compare(
+        ["pixels:32", "random:vit_tiny", "pixels:32", "raddino:phantom"],
+        release_names=lambda: ["general", "phantom"],
+    )
+    assert specs == ["pixels:32", "random:vit_tiny", "raddino:phantom", "raddino:general"]
+    assert encoders_to_compare(["pixels:8"], release_names=list) == ["pixels:8"]
+
+
+@pytest.mark.parametrize("bad", ["pixels:32", [], ["  "]])
+def test_encoders_to_compare_rejects_bad_lists(bad):
+    with pytest.raises(ValueError, match="encoder"):
+        encoders_to_compare(bad, release_names=list)
+
+
+def _probe_inputs(n_subjects: int = 40):
+    rng = np.random.default_rng(0)
+    subjects_n = np.repeat([f"s{i}" for i in range(n_subjects)], 2)
+    labels_nl = rng.integers(0, 2, size=(len(subjects_n), 2)).astype(float)
+    noise_nd = rng.normal(size=(len(subjects_n), 3))
+    features_nd = np.concatenate([labels_nl[:, :1] * 3.0 + 0.1 * noise_nd[:, :1], noise_nd], 1)
+    return features_nd, labels_nl, subjects_n
+
+
+def test_probe_frame_matches_run_probes_summaries():
+    features_nd, labels_nl, subjects_n = _probe_inputs()
+    config = ProbeConfig(method="sklearn", seeds=2, c=1.0)
+    results = {
+        "informative": run_probes(
+            features_nd, labels_nl, subjects_n, ["easy", "random"], config, progress=False
+        ),
+        "noise": run_probes(
+            features_nd[:, 1:], labels_nl, subjects_n, ["easy", "random"], config, progress=False
+        ),
+    }
+    frame = probe_frame(results)
+    assert list(frame["finding"]) == ["easy", "random", "macro"] * 2
+    for encoder, result in results.items():
+        rows = frame[frame["encoder"] == encoder].set_index("finding")
+        for name, summary in result["summary"]["per_label"].items():
+            assert rows.loc[name, "auprc_mean"] == summary["auprc"]["mean"]
+            assert rows.loc[name, "chance"] == summary["prevalence"]["mean"]
+        assert rows.loc["macro", "auprc_mean"] == result["summary"]["macro"]["auprc"]["mean"]
+    easy = frame[frame["finding"] == "easy"].set_index("encoder")["auprc_mean"]
+    assert easy["informative"] > 0.95 > easy["noise"]  # the separable label is read only once
+
+
+def test_probe_beside_paper_puts_each_finding_next_to_its_paper_column():
+    frame = pd.DataFrame(
+        {
+            "encoder": ["a", "a", "b"],
+            "finding": ["chest_tube", "macro", "chest_tube"],
+            "auprc_mean": [0.2, 0.3, 0.1],
+            "auprc_std": [0.01, 0.02, 0.03],
+            "chance": [0.15, np.nan, 0.15],
+            "seeds": [2, 2, 2],
+        }
+    )
+    beside = probe_beside_paper(frame)
+    assert list(beside.columns) == [
+        "paper column",
+        "a (phantoms)",
+        "b (phantoms)",
+        "chance (phantoms)",
+        "RAD-DINO (paper)",
+        "best other (paper)",
+    ]
+    tube = beside.loc["chest_tube"]
+    assert tube["paper column"] == "Table 4: Chest Tube"
+    assert (tube["a (phantoms)"], tube["b (phantoms)"]) == ("20.0 ± 1.0", "10.0 ± 3.0")
+    assert tube["RAD-DINO (paper)"] == "90.8" and tube["best other (paper)"] == "58.2 (MRM)"
+    assert beside.loc["lung_opacity", "RAD-DINO (paper)"] == "47.5"
+    assert beside.loc["lung_opacity", "a (phantoms)"] == "–"  # not probed: no number invented
+    assert "macro" not in beside.index
+
+
+def test_wide_mean_std_formats_percent_and_keeps_order():
+    frame = pd.DataFrame(
+        {
+            "encoder": ["b", "b", "a"],
+            "finding": ["y", "x", "x"],
+            "m": [0.5, 0.25, np.nan],
+            "s": [0.01, 0.125, 0.0],
+        }
+    )
+    wide = wide_mean_std(frame, "encoder", "finding", "m", "s", order=["x"])
+    assert list(wide.index) == ["b", "a"] and list(wide.columns) == ["x", "y"]
+    assert wide.loc["b", "x"] == "25.0 ± 12.5"
+    assert wide.loc["b", "y"] == "50.0 ± 1.0"
+    assert wide.loc["a", "x"] == "–" and wide.loc["a", "y"] == "–"
+    assert mean_std_text(0.123, 0.045, digits=2) == "12.30 ± 4.50"
+
+
+def _metadata_table(n_subjects: int = 30) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    subjects = np.repeat([f"p{i}" for i in range(n_subjects)], 2)
+    sex = np.repeat(rng.choice(["F", "M"], n_subjects), 2)
+    return pd.DataFrame(
+        {
+            "subject_id": subjects,
+            "sex": sex,
+            "age": np.repeat(rng.uniform(20, 90, n_subjects), 2),
+            "weight_kg": np.full(len(subjects), 70.0),  # a single bin: cannot be predicted
+            "bmi": np.repeat(rng.uniform(17, 40, n_subjects), 2),
+        }
+    )
+
+
+def test_metadata_per_variable_reports_unmeasurable_variables_and_matches_run_metadata():
+    table = _metadata_table()
+    rng = np.random.default_rng(2)
+    features_nd = np.stack([(table["sex"] == "M") * 2.0, rng.normal(size=len(table))], 1)
+    config = MetadataConfig(folds=3, seed=0)
+    results = metadata_per_variable(features_nd, table, config)
+    assert "single class" in results["weight_kg"]["error"]
+    direct = run_metadata(features_nd, table, MetadataConfig(variables=("sex",), folds=3))
+    assert results["sex"]["accuracy"] == direct["variables"]["sex"]["accuracy"]
+    assert results["sex"]["accuracy"]["mean"] == 1.0  # sex is written in feature 0
+    frame = metadata_frame({"enc": results})
+    assert frame.set_index("variable").loc["weight_kg", "note"].startswith("labels.csv")
+    beside = metadata_beside_paper(frame)
+    assert list(beside.columns) == ["Sex", "Age", "BMI"]
+    assert beside.loc["enc (phantoms)", "Sex"] == "100.0 ± 0.0"
+    assert beside.loc["RAD-DINO (paper, MIMIC-CXR)", "Sex"] == "99.6"
+    assert beside.loc["BioViL-T (paper, MIMIC-CXR)", "BMI"] == "47.6"
+    assert "majority class (phantoms)" in beside.index
+
+
+def _summary(n, error, unmoved):
+    return {
+        "n": n,
+        "mean_error_px": error,
+        "hit_rate": {"8": 0.1, "16": 0.5},
+        "quantisation_floor_px": 2.0,
+        "same_position_error_px": unmoved,
+        "same_position_hit_rate": {"8": 0.7, "16": 0.9},
+    }
+
+
+def test_correspondence_frame_rows_and_missing_radius():
+    metrics = {
+        "enc": {
+            "radii_px": [8.0, 16.0],
+            "per_landmark": {"carina": _summary(3, 10.0, 4.0), "apex": {"n": 0}},
+            "overall": _summary(3, 10.0, 4.0),
+        }
+    }
+    frame = correspondence_frame(metrics, radius=16)
+    assert list(frame["landmark"]) == ["carina", "overall"]  # landmarks never matched are left out
+    assert frame.loc[0, "hit_rate_16px"] == 0.5
+    assert frame.loc[0, "same_position_hit_rate_16px"] == 0.9
+    with pytest.raises(ValueError, match="radius 32 px not measured for enc"):
+        correspondence_frame(metrics, radius=32)
