@@ -154,9 +154,14 @@ def gather_batch(tokens_gbc: torch.Tensor) -> torch.Tensor:
     """
     if world_size() == 1:
         return tokens_gbc
-    from torch.distributed.nn.functional import all_gather
+    import torch.distributed as dist
+    from torch.distributed._functional_collectives import all_gather_single_autograd
 
-    return torch.cat(all_gather(tokens_gbc.contiguous()), dim=1)
+    # gathers along dim 0 only: (B, G, C) per rank -> (world * B, G, C), rank-major like 1 process
+    gathered_bgc = all_gather_single_autograd(
+        tokens_gbc.transpose(0, 1).contiguous(), 0, dist.group.WORLD
+    )
+    return gathered_bgc.transpose(0, 1)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ one sit side by side). A rank that dies makes the others fail at their next coll
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -45,6 +46,32 @@ class TrainingDiverged(RuntimeError):
 
 class CollapseDetected(RuntimeError):
     """Teacher targets stayed collapsed (uniform or single-prototype) for too many steps."""
+
+
+class PeerLost(RuntimeError):
+    """A collective failed: another rank died, was killed or stalled past the timeout."""
+
+
+@contextlib.contextmanager
+def _stop_clearly_if_a_peer_is_lost(run_dir: Path, timeout_s: int):
+    """Turn a failed collective (gloo/NCCL say "connection reset" or time out) into one clear error.
+
+    The survivors stop at their next collective instead of hanging; the run keeps its last
+    checkpoint and resumes from it when relaunched.
+    """
+    try:
+        yield
+    except (TrainingDiverged, CollapseDetected):
+        raise
+    except RuntimeError as err:  # c10d errors are RuntimeError subclasses
+        if not dist.is_initialized():
+            raise
+        raise PeerLost(
+            f"rank {rank()} lost contact with another rank (it died, was killed, or stalled "
+            f"past train.collective_timeout_s={timeout_s}); last checkpoint: "
+            f"{ckpt.latest_checkpoint(run_dir)}; relaunch the same command to resume. "
+            f"Cause: {str(err).splitlines()[0][:300]}"
+        ) from err
 
 
 # ---- set-up ----------------------------------------------------------------------------------
@@ -291,71 +318,74 @@ def pretrain(
         disable=not (progress and is_main),
         desc="pretrain",
     )
-    for step in bar:
-        tic = time.perf_counter()
-        apply_optim_schedule(
-            optimizer,
-            schedules.lr[step],
-            schedules.weight_decay[step],
-            schedules.last_layer_lr[step],
-        )
-        batch = _to_device(make_batch(step), device)
-
-        meta.student.train()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            losses = meta(batch, teacher_temp=schedules.teacher_temp[step])
-        finite = torch.isfinite(losses["total"].detach()).float()
-        if all_reduce_sum(finite).item() < world_size():
-            terms = {k: float(v.detach()) for k, v in losses.items()}
-            raise TrainingDiverged(
-                f"non-finite loss at step {step} ({terms}); the run stopped and keeps its "
-                f"last good checkpoint {ckpt.latest_checkpoint(run_dir)}"
+    with _stop_clearly_if_a_peer_is_lost(run_dir, train_cfg["collective_timeout_s"]):
+        for step in bar:
+            tic = time.perf_counter()
+            apply_optim_schedule(
+                optimizer,
+                schedules.lr[step],
+                schedules.weight_decay[step],
+                schedules.last_layer_lr[step],
             )
+            batch = _to_device(make_batch(step), device)
 
-        optimizer.zero_grad(set_to_none=True)
-        losses["total"].backward()
-        _average_gradients(student_params)
-        if schedules.last_layer_frozen(step):
-            for param in last_layer_params:
-                param.grad = None
-        max_norm = optim_cfg["clip_grad"] or float("inf")  # 0 = no clipping
-        grad_norm = torch.nn.utils.clip_grad_norm_(student_params, max_norm)
-        optimizer.step()
-        meta.update_teacher(schedules.teacher_momentum[step])
+            meta.student.train()
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                losses = meta(batch, teacher_temp=schedules.teacher_temp[step])
+            finite = torch.isfinite(losses["total"].detach()).float()
+            if all_reduce_sum(finite).item() < world_size():
+                terms = {k: float(v.detach()) for k, v in losses.items()}
+                raise TrainingDiverged(
+                    f"non-finite loss at step {step} ({terms}); the run stopped and keeps its "
+                    f"last good checkpoint {ckpt.latest_checkpoint(run_dir)}"
+                )
 
-        record = _mean_over_ranks(losses)
-        record.update(
-            step=step,
-            lr=schedules.lr[step],
-            momentum=schedules.teacher_momentum[step],
-            teacher_temp=schedules.teacher_temp[step],
-            grad_norm=round(float(grad_norm), 6),
-            images_per_s=round(total_batch / (time.perf_counter() - tic), 2),
-        )
-        collapsed = record["teacher_entropy"] > 0.98 or record["batch_entropy"] < 0.05
-        collapsed_steps = collapsed_steps + 1 if collapsed else 0
-        if is_main:
-            with metrics_path.open("a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            bar.set_postfix(
-                loss=f"{record['total']:.3f}",
-                ent=f"{record['teacher_entropy']:.2f}",
-                lr=f"{record['lr']:.1e}",
-                ips=f"{record['images_per_s']:.0f}",
+            optimizer.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            _average_gradients(student_params)
+            if schedules.last_layer_frozen(step):
+                for param in last_layer_params:
+                    param.grad = None
+            max_norm = optim_cfg["clip_grad"] or float("inf")  # 0 = no clipping
+            grad_norm = torch.nn.utils.clip_grad_norm_(student_params, max_norm)
+            optimizer.step()
+            meta.update_teacher(schedules.teacher_momentum[step])
+
+            record = _mean_over_ranks(losses)
+            record.update(
+                step=step,
+                lr=schedules.lr[step],
+                momentum=schedules.teacher_momentum[step],
+                teacher_temp=schedules.teacher_temp[step],
+                grad_norm=round(float(grad_norm), 6),
+                images_per_s=round(total_batch / (time.perf_counter() - tic), 2),
             )
+            collapsed = record["teacher_entropy"] > 0.98 or record["batch_entropy"] < 0.05
+            collapsed_steps = collapsed_steps + 1 if collapsed else 0
+            if is_main:
+                with metrics_path.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                bar.set_postfix(
+                    loss=f"{record['total']:.3f}",
+                    ent=f"{record['teacher_entropy']:.2f}",
+                    lr=f"{record['lr']:.1e}",
+                    ips=f"{record['images_per_s']:.0f}",
+                )
 
-        if (step + 1) % train_cfg["checkpoint_every"] == 0 or step + 1 == total_steps:
-            _save(run_dir, step, meta, optimizer, collapsed_steps, train_cfg["keep_checkpoints"])
-        if (
-            collapsed_steps >= config["health"]["collapse_patience"]
-            and config["health"]["fail_on_collapse"]
-        ):
-            raise CollapseDetected(
-                f"teacher targets collapsed for {collapsed_steps} steps (teacher entropy "
-                f"{record['teacher_entropy']:.3f} of ln K, batch entropy "
-                f"{record['batch_entropy']:.3f}); "
-                "lower the teacher temperature or the number of prototypes"
-            )
+            if (step + 1) % train_cfg["checkpoint_every"] == 0 or step + 1 == total_steps:
+                _save(
+                    run_dir, step, meta, optimizer, collapsed_steps, train_cfg["keep_checkpoints"]
+                )
+            if (
+                collapsed_steps >= config["health"]["collapse_patience"]
+                and config["health"]["fail_on_collapse"]
+            ):
+                raise CollapseDetected(
+                    f"teacher targets collapsed for {collapsed_steps} steps (teacher entropy "
+                    f"{record['teacher_entropy']:.3f} of ln K, batch entropy "
+                    f"{record['batch_entropy']:.3f}); "
+                    "lower the teacher temperature or the number of prototypes"
+                )
 
     final = run_dir / "teacher_backbone.safetensors"
     if end_step == total_steps and is_main:
