@@ -6,9 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from raddino.eval.dice import dice_per_image, summarize_dice
 from raddino.eval.metadata import MetadataConfig, run_metadata
 from raddino.eval.probe import ProbeConfig, run_probes
 from raddino.eval.tables import (
+    attention_frame,
     correspondence_frame,
     encoders_to_compare,
     mean_std_text,
@@ -17,6 +19,8 @@ from raddino.eval.tables import (
     metadata_per_variable,
     probe_beside_paper,
     probe_frame,
+    segmentation_beside_paper,
+    segmentation_frame,
     wide_mean_std,
 )
 
@@ -174,3 +178,66 @@ def test_correspondence_frame_rows_and_missing_radius():
     assert frame.loc[0, "same_position_hit_rate_16px"] == 0.9
     with pytest.raises(ValueError, match="radius 32 px not measured for enc"):
         correspondence_frame(metrics, radius=32)
+
+
+SEGMENTED = ["left_lung", "right_lung", "heart", "pneumothorax", "chest_tube", "ribs"]
+
+
+def _dice_summary(seed: int):
+    """Dice summary of random masks against random truths, with one undefined structure."""
+    rng = np.random.default_rng(seed)
+    truth = rng.random((4, len(SEGMENTED), 8, 8)) > 0.5
+    predicted = rng.random((4, len(SEGMENTED), 8, 8)) > 0.5
+    truth[:, 3] = False  # no pneumothorax anywhere: an empty prediction there scores 1
+    predicted[:, 3] = False
+    defined = np.ones((4, len(SEGMENTED)), dtype=bool)
+    defined[0, 4] = False  # chest tube undefined on image 0: left out, not scored
+    dice_ns = dice_per_image(predicted, truth, defined)
+    return dice_ns, summarize_dice(dice_ns, SEGMENTED)
+
+
+def test_segmentation_frame_matches_dice_summaries():
+    dice_ns, summary = _dice_summary(0)
+    frame = segmentation_frame({("enc", "linear"): summary})
+    assert list(frame["structure"]) == [*SEGMENTED, "lungs"]  # lung zones missing: no group
+    row = frame.set_index("structure")
+    assert row.loc["heart", "dice_mean"] == pytest.approx(dice_ns[:, 2].mean())
+    assert row.loc["heart", "dice_std"] == pytest.approx(dice_ns[:, 2].std())
+    assert row.loc["lungs", "dice_mean"] == pytest.approx(dice_ns[:, :2].mean())
+    assert row.loc["pneumothorax", "dice_mean"] == 1.0
+    assert row.loc["chest_tube", "n_images"] == 3
+
+
+def test_segmentation_beside_paper_formats_ours_then_paper_rows():
+    _, summary = _dice_summary(1)
+    summary["lung_zones"] = {"mean": 0.5, "std": 0.25, "n": 4}
+    frame = segmentation_frame({("enc", "linear"): summary, ("enc", "upernet"): summary})
+    table = segmentation_beside_paper(frame)
+    paper_columns = ["Lungs", "Lung zones", "Pneumothorax", "Chest tubes", "Ribs"]
+    assert list(table.columns) == [*paper_columns, "Heart"]
+    assert list(table.index[:2]) == ["enc + linear (phantoms)", "enc + upernet (phantoms)"]
+    assert table.loc["enc + linear (phantoms)", "Lung zones"] == "50.0 (25.0)"
+    assert table.loc["enc + linear (phantoms)", "Pneumothorax"] == "100.0 (0.0)"
+    # the paper's printed numbers (Table 6), as mean (std), with no heart column
+    assert table.loc["RAD-DINO + Linear (paper)", "Lungs"] == "95.9 (1.5)"
+    assert table.loc["RAD-DINO + UPerNet (paper)", "Pneumothorax"] == "87.2 (29.4)"
+    assert table.loc["RAD-DINO + Linear (paper)", "Heart"] == "–"
+    del summary["lung_zones"]
+    with pytest.raises(ValueError, match="lung_zones"):
+        segmentation_beside_paper(segmentation_frame({("enc", "linear"): summary}))
+
+
+def test_attention_frame_keeps_absent_findings():
+    scores = {
+        "mean_share": 0.2,
+        "best_head": 1,
+        "best_head_share": 0.3,
+        "area_fraction": 0.1,
+        "lift": 2.0,
+        "best_head_lift": 3.0,
+        "n_images": 5,
+    }
+    frame = attention_frame({"vit": {"structures": {"tube": scores, "ptx": {"n_images": 0}}}})
+    assert list(frame["finding"]) == ["tube", "ptx"]
+    assert frame.loc[0, "best_head_lift"] == 3.0 and frame.loc[0, "n_images"] == 5
+    assert frame.loc[1, "n_images"] == 0 and np.isnan(frame.loc[1, "lift"])

@@ -1,8 +1,9 @@
 """ "Ours vs paper" tables for the evaluation chapters: which encoders, and results as DataFrames.
 
-The chapters (06 linear probes, 08 metadata, 09 correspondence) call the evaluators and hand
-their result dicts here; this module turns them into tidy frames (one row per encoder and item)
-and puts the paper's numbers beside them, so that notebooks stay short and the assembly is tested.
+The chapters (06 linear probes, 07 segmentation, 08 metadata, 09 correspondence, 10 attention)
+call the evaluators and hand their result dicts here; this module turns them into tidy frames
+(one row per encoder and item) and puts the paper's numbers beside them, so that notebooks stay
+short and the assembly is tested.
 """
 
 from __future__ import annotations
@@ -245,3 +246,89 @@ def correspondence_frame(
                 }
             )
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ segmentation
+# Our Dice columns (structures or groups of `raddino.eval.dice`) -> the paper's Table 6 columns.
+PAPER_SEGMENTATION_COLUMNS: dict[str, str] = {
+    "lungs": "Lungs",
+    "lung_zones": "Lung zones",
+    "pneumothorax": "Pneumothorax",
+    "chest_tube": "Chest tubes",
+    "ribs": "Ribs",
+}
+
+
+def segmentation_frame(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> pd.DataFrame:
+    """Long frame of Dice summaries keyed by (encoder, head): one row per structure or group,
+    Dice mean/std over test images in [0, 1] and the number of images scored."""
+    rows = []
+    for (encoder, head), summary in results.items():
+        for structure, stats in summary.items():
+            rows.append(
+                {
+                    "encoder": encoder,
+                    "head": head,
+                    "structure": structure,
+                    "dice_mean": stats["mean"],
+                    "dice_std": stats["std"],
+                    "n_images": stats["n"],
+                }
+            )
+    columns = ["encoder", "head", "structure", "dice_mean", "dice_std", "n_images"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _dice_text(mean: float, std: float) -> str:
+    """'95.9 (1.5)': Dice in percent as Table 6 prints it; NaN gives '–'."""
+    if not np.isfinite(mean):
+        return "–"
+    return f"{100 * mean:.1f} ({100 * std:.1f})"
+
+
+def segmentation_beside_paper(
+    frame: pd.DataFrame, extra: Sequence[str] = ("heart",)
+) -> pd.DataFrame:
+    """Rows '<encoder> + <head> (phantoms)' then the paper's Table 6 rows, columns the paper's
+    (plus `extra` structures it does not report), cells 'mean (std)' Dice in percent."""
+    from raddino.paper import paper_table
+
+    names = {**PAPER_SEGMENTATION_COLUMNS, **{s: s.replace("_", " ").capitalize() for s in extra}}
+    unknown = sorted(set(names) - set(frame["structure"]))
+    if unknown:
+        raise ValueError(f"segmentation results lack structure(s) {unknown}")
+    ours = frame[frame["structure"].isin(names)].assign(
+        row=lambda f: f["encoder"] + " + " + f["head"] + " (phantoms)",
+        cell=lambda f: [
+            _dice_text(m, s) for m, s in zip(f["dice_mean"], f["dice_std"], strict=True)
+        ],
+        column=lambda f: f["structure"].map(names),
+    )
+    wide = ours.pivot(index="row", columns="column", values="cell")
+    wide = wide.loc[list(dict.fromkeys(ours["row"]))]
+    paper = paper_table("6")
+    paper = paper[paper["kind"] == "model"].assign(
+        row=lambda f: f["row"] + " (paper)",
+        cell=lambda f: [
+            _dice_text(m / 100, s / 100) for m, s in zip(f["value"], f["std"], strict=True)
+        ],
+    )
+    paper_wide = paper.pivot(index="row", columns="column", values="cell")
+    paper_wide = paper_wide.loc[list(dict.fromkeys(paper["row"]))]
+    table = pd.concat([wide, paper_wide]).reindex(columns=list(names.values()))
+    return table.fillna("–").rename_axis(index=None, columns=None)
+
+
+# ------------------------------------------------------------------------------ attention
+def attention_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Per encoder and finding, from `attention_on_findings`: the share of class-token attention
+    inside the mask (all heads, best head) beside the mask's area share (uniform attention).
+    Findings present in no image are kept with n_images 0 and NaN scores."""
+    keys = ["mean_share", "best_head", "best_head_share", "area_fraction", "lift", "best_head_lift"]
+    rows = []
+    for encoder, result in results.items():
+        for structure, scores in result["structures"].items():
+            row = {"encoder": encoder, "finding": structure, "n_images": scores["n_images"]}
+            row.update({key: scores.get(key, np.nan) for key in keys})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["encoder", "finding", "n_images", *keys])
