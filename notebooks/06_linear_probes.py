@@ -52,26 +52,14 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from raddino.data.dataset_folder import DatasetFolder
 from raddino.eval.features import extract
 from raddino.eval.probe import ProbeConfig, run_probes
-from raddino.eval.tables import encoders_to_compare, probe_frame, wide_mean_std
-from raddino.pipeline import phantom_folder
+from raddino.eval.tables import encoders_to_compare, probe_frame, probe_phantoms, wide_mean_std
 
 torch.set_num_threads(2)
 specs = encoders_to_compare(encoders)
 # Rendered once and cached under runs/phantoms/<hash>/; chapter 08 reads the same phantoms.
-folder = DatasetFolder.open(
-    phantom_folder(
-        probe_n,
-        probe_size,
-        seed + 2,
-        views=("PA", "AP"),
-        with_masks=False,
-        root=runs_root,
-        quiet=True,
-    )
-)
+folder = probe_phantoms(probe_n, probe_size, seed, runs_root)
 print(
     f"{len(folder)} frontal phantoms of {probe_size} px, "
     f"{folder.table['subject_id'].nunique()} subjects; encoders: {specs}"

@@ -56,7 +56,6 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from raddino.data.dataset_folder import DatasetFolder
 from raddino.eval.features import extract
 from raddino.eval.metadata import MetadataConfig
 from raddino.eval.tables import (
@@ -64,22 +63,12 @@ from raddino.eval.tables import (
     metadata_beside_paper,
     metadata_frame,
     metadata_per_variable,
+    probe_phantoms,
 )
-from raddino.pipeline import phantom_folder
 
 torch.set_num_threads(2)
 specs = encoders_to_compare(encoders)
-folder = DatasetFolder.open(
-    phantom_folder(
-        probe_n,
-        probe_size,
-        seed + 2,
-        views=("PA", "AP"),
-        with_masks=False,
-        root=runs_root,
-        quiet=True,
-    )
-)
+folder = probe_phantoms(probe_n, probe_size, seed, runs_root)
 print(
     f"{len(folder)} frontal phantoms, {folder.table['subject_id'].nunique()} subjects; "
     f"encoders: {specs}"

@@ -332,3 +332,17 @@ def attention_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
             row.update({key: scores.get(key, np.nan) for key in keys})
             rows.append(row)
     return pd.DataFrame(rows, columns=["encoder", "finding", "n_images", *keys])
+
+
+def probe_phantoms(n: int, size: int, seed: int, runs_root: str = "runs"):
+    """The frontal phantoms (no masks) that the probe and metadata chapters share, cached.
+
+    One definition, so that chapter 08 reads exactly the folder (and cached features) of 06.
+    """
+    from raddino.data.dataset_folder import DatasetFolder
+    from raddino.pipeline import phantom_folder
+
+    path = phantom_folder(
+        n, size, seed + 2, views=("PA", "AP"), with_masks=False, root=runs_root, quiet=True
+    )
+    return DatasetFolder.open(path)
