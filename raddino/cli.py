@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "raddino.ssl.pretrain_cli",
         "DINOv2 (continual) pretraining, resumable, torchrun-ready.",
     ),
+    "release": (
+        "raddino.ssl.release_cli",
+        "Package a finished run as an fp16 release checkpoint with a probed manifest.",
+    ),
     "info": ("raddino.info", "Print versions, devices and the available backbone configs."),
     "index": ("raddino.data.index_cli", "Index a real dataset in place as a dataset folder."),
     "probe": ("raddino.eval.probe_cli", "Linear probes on frozen features: AUPRC over seeds."),

@@ -59,3 +59,29 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             continue
     return out
+
+
+def hardware_description() -> dict[str, Any]:
+    """What a run ran on: CPU model and cores, torch threads, the CUDA device if any."""
+    import torch
+
+    info: dict[str, Any] = {
+        "machine": platform.machine(),
+        "cpu": platform.processor() or _cpu_model_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+        info["cuda_device_count"] = torch.cuda.device_count()
+    return info
+
+
+def _cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"

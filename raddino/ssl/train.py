@@ -37,7 +37,7 @@ from raddino.ssl.schedules import (
     param_groups,
     scaled_lr,
 )
-from raddino.utils import versions, write_text_atomic
+from raddino.utils import hardware_description, versions, write_json_atomic, write_text_atomic
 
 
 class TrainingDiverged(RuntimeError):
@@ -263,6 +263,10 @@ def pretrain(
     device = setup_distributed(config)
     is_main = rank() == 0
     prepare_run_dir(run_dir, config, write=is_main)  # every rank checks, rank 0 writes
+    if is_main and not (run_dir / "hardware.json").exists():  # what the release manifest cites
+        write_json_atomic(
+            run_dir / "hardware.json", {**hardware_description(), "world_size": world_size()}
+        )
     if dist.is_initialized():
         dist.barrier()
     torch.manual_seed(config["train"]["seed"])  # identical initial weights on every rank
@@ -358,6 +362,7 @@ def pretrain(
                 momentum=schedules.teacher_momentum[step],
                 teacher_temp=schedules.teacher_temp[step],
                 grad_norm=round(float(grad_norm), 6),
+                world_size=world_size(),
                 images_per_s=round(total_batch / (time.perf_counter() - tic), 2),
             )
             collapsed = record["teacher_entropy"] > 0.98 or record["batch_entropy"] < 0.05

@@ -1,0 +1,205 @@
+"""Release checkpoints: a finished run's teacher backbone as fp16 safetensors in `raddino/release/`,
+with a manifest of how it was made (config, steps, images, hardware, wall time) and how good it is
+(frozen probes on held-out phantoms beside a random-init backbone of the same shape and raw pixels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from raddino.utils import atomic_path, hardware_description, versions, write_json_atomic
+
+MAX_RELEASE_MB = 25.0
+
+
+@dataclass(frozen=True)
+class ReleaseEval:
+    """Held-out phantoms of the frozen-probe bar; the defaults are the book's `cpu` profile sizes,
+    so a manifest's numbers are the ones chapters 06-08 print (same folders, same caches)."""
+
+    probe_n: int = 600
+    probe_size: int = 224
+    probe_seeds: int = 5
+    probe_c: float = 0.1
+    metadata_folds: int = 5
+    segmentation_n: int = 160
+    segmentation_size: int = 112
+    segmentation_epochs: int = 12
+    seed: int = 0
+    device: str = "cpu"
+
+
+def frozen_probe_metrics(spec: str, evaluation: ReleaseEval, runs_root: str = "runs") -> dict:
+    """Macro AUPRC over findings (linear probes), sex accuracy and lung Dice (linear head) of one
+    frozen encoder on held-out phantoms (seeds 2 and 3 of `phantom_folder`; training uses 0)."""
+    from raddino.eval.features import extract
+    from raddino.eval.metadata import MetadataConfig
+    from raddino.eval.probe import ProbeConfig, run_probes
+    from raddino.eval.segment import run_segmentation
+    from raddino.eval.segment_train import HeadTrainConfig
+    from raddino.eval.tables import metadata_per_variable, probe_phantoms
+    from raddino.pipeline import phantom_folder
+
+    ev = evaluation
+    is_pixels = spec.startswith("pixels")
+    folder = probe_phantoms(ev.probe_n, ev.probe_size, ev.seed, runs_root)
+    features = extract(
+        spec,
+        folder,
+        size=None if is_pixels else ev.probe_size,
+        which=["cls"],
+        cache_dir=f"{runs_root}/features",
+        device=ev.device,
+        seed=ev.seed,
+    )["cls"]
+    probe_config = ProbeConfig(method="sklearn", seeds=ev.probe_seeds, c=ev.probe_c)
+    probes = run_probes(
+        features,
+        folder.labels_array(),
+        folder.table["subject_id"].to_numpy(),
+        folder.label_names,
+        probe_config,
+        progress=False,
+    )
+    metadata = metadata_per_variable(
+        features,
+        folder.table,
+        MetadataConfig(variables=("sex",), folds=ev.metadata_folds, seed=ev.seed),
+    )["sex"]
+    if "error" in metadata:
+        raise ValueError(f"sex accuracy of {spec} cannot be measured: {metadata['error']}")
+    seg_dir = phantom_folder(
+        ev.segmentation_n,
+        ev.segmentation_size,
+        ev.seed + 3,
+        views=("PA", "AP"),
+        root=runs_root,
+        quiet=True,
+    )
+    segmentation, _ = run_segmentation(
+        str(seg_dir),
+        spec,
+        "linear",
+        size=None if is_pixels else ev.segmentation_size,
+        mask_size=ev.segmentation_size,
+        config=HeadTrainConfig(epochs=ev.segmentation_epochs, seed=ev.seed, device=ev.device),
+        split_seed=ev.seed,
+        cache_dir=f"{runs_root}/patch_grids",
+        progress=False,
+    )
+    macro = probes["summary"]["macro"]["auprc"]
+    return {
+        "macro_auprc": round(float(macro["mean"]), 4),
+        "macro_auprc_std": round(float(macro["std"]), 4),
+        "sex_accuracy": round(float(metadata["accuracy"]["mean"]), 4),
+        "sex_majority_accuracy": round(float(metadata["majority_class_accuracy"]["mean"]), 4),
+        "lung_dice": round(float(segmentation["dice"]["lungs"]["mean"]), 4),
+    }
+
+
+def random_init_spec(config: dict) -> str:
+    """The untrained baseline of the same shape as a run's backbone."""
+    return f"random:{config['model']['arch']}"
+
+
+def training_record(run_dir: Path) -> dict[str, Any]:
+    """Steps, images seen and step wall time, read from the run's own metrics.jsonl."""
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines if line.strip()]
+    world = int(records[-1].get("world_size", 1)) if records else 1
+    global_batch = config["train"]["batch_size_per_device"] * world
+    steps = len(records)
+    expected = config["train"]["epochs"] * config["train"]["epoch_length"]
+    if steps != expected:
+        raise ValueError(
+            f"{run_dir}/metrics.jsonl: {steps} steps logged, the config runs {expected}"
+        )
+    wall_s = sum(global_batch / r["images_per_s"] for r in records if r.get("images_per_s"))
+    hardware_path = run_dir / "hardware.json"
+    hardware = (
+        json.loads(hardware_path.read_text())
+        if hardware_path.is_file()
+        else {**hardware_description(), "recorded": "when packaged (the run kept no hardware.json)"}
+    )
+    return {
+        "config": config,
+        "steps": steps,
+        "images_seen": steps * global_batch,
+        "train_wall_s": round(wall_s, 1),
+        "hardware": hardware,
+        "final_losses": {k: records[-1][k] for k in ("total", "dino_global", "ibot", "koleo")},
+        "final_teacher_entropy": records[-1]["teacher_entropy"],
+    }
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_release(
+    run_dir: str | os.PathLike,
+    name: str,
+    *,
+    profile: str,
+    out_dir: str | os.PathLike | None = None,
+    compare: tuple[str, ...] = ("pixels:32",),
+    evaluation: ReleaseEval | None = None,
+    runs_root: str = "runs",
+) -> Path:
+    """Write `NAME.safetensors` (fp16), `NAME.json` (manifest) and `NAME.metrics.jsonl` (the
+    training curve) for a finished run; returns the manifest path."""
+    from raddino.models.weights import RELEASE_DIR, load_backbone, save_backbone
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else RELEASE_DIR
+    evaluation = evaluation or ReleaseEval()
+    final = run_dir / "teacher_backbone.safetensors"
+    if not final.is_file():
+        raise FileNotFoundError(f"{final}: the run has not finished (no final teacher backbone)")
+    record = training_record(run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = save_backbone(
+        load_backbone(final), out_dir / f"{name}.safetensors", dtype=torch.float16
+    )
+    size_mb = weights_path.stat().st_size / 1e6
+    if size_mb > MAX_RELEASE_MB:
+        weights_path.unlink()
+        raise ValueError(f"{name}: {size_mb:.1f} MB in fp16, over the {MAX_RELEASE_MB} MB limit")
+    with atomic_path(out_dir / f"{name}.metrics.jsonl") as tmp:
+        shutil.copyfile(run_dir / "metrics.jsonl", tmp)
+
+    specs = [str(weights_path), random_init_spec(record["config"]), *compare]
+    metrics = {spec: frozen_probe_metrics(spec, evaluation, runs_root) for spec in specs}
+    manifest = {
+        "name": name,
+        "profile": profile,
+        "weights": weights_path.name,
+        "sha256": sha256_of(weights_path),
+        "size_mb": round(size_mb, 2),
+        "dtype": "float16",
+        **{k: v for k, v in record.items() if k != "config"},
+        "config": record["config"],
+        "frozen_probes": {
+            "evaluation": asdict(evaluation),
+            "this": metrics[str(weights_path)],
+            "baselines": {spec: metrics[spec] for spec in specs[1:]},
+        },
+        "versions": versions(),
+    }
+    manifest_path = out_dir / f"{name}.json"
+    write_json_atomic(manifest_path, manifest)
+    return manifest_path
