@@ -81,3 +81,21 @@ def test_unfinished_or_truncated_runs_are_refused(finished_run, tmp_path):
     (copy / "metrics.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(ValueError, match="2 steps logged, the config runs 3"):
         training_record(copy)
+
+
+def test_checkpoint_backbones_are_the_run_s_teacher_and_student(finished_run):
+    from raddino.models.weights import load_backbone
+    from raddino.ssl.checkpoint import latest_checkpoint
+    from raddino.ssl.release import backbone_from_checkpoint
+
+    last = latest_checkpoint(finished_run)  # written at the final step
+    teacher = backbone_from_checkpoint(last, "teacher")
+    student = backbone_from_checkpoint(last, "student")
+    final = load_backbone(finished_run / "teacher_backbone.safetensors")
+    for name, tensor in final.state_dict().items():
+        assert torch.equal(teacher.state_dict()[name], tensor), name
+    assert any(
+        not torch.equal(student.state_dict()[n], t) for n, t in final.state_dict().items()
+    ), "student and EMA teacher should differ after training"
+    with pytest.raises(ValueError, match="'teacher' or 'student'"):
+        backbone_from_checkpoint(last, "both")

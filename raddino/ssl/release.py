@@ -203,3 +203,22 @@ def package_release(
     manifest_path = out_dir / f"{name}.json"
     write_json_atomic(manifest_path, manifest)
     return manifest_path
+
+
+def backbone_from_checkpoint(checkpoint_dir: str | os.PathLike, which: str = "teacher"):
+    """The student's or the teacher's backbone of a training checkpoint folder (to probe both
+    during a run, or to release a checkpoint other than the final one)."""
+    from raddino.ssl import checkpoint as ckpt
+    from raddino.ssl.train import build_backbone_for
+
+    if which not in ("teacher", "student"):
+        raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
+    checkpoint_dir = Path(checkpoint_dir)
+    config = yaml.safe_load((checkpoint_dir.parents[1] / "config.yaml").read_text())
+    tensors, _ = ckpt.load_checkpoint(checkpoint_dir)
+    weights = ckpt.unprefixed(f"meta.{which}.backbone", tensors)
+    if not weights:
+        raise KeyError(f"{checkpoint_dir}: no {which} backbone tensors in the checkpoint")
+    backbone = build_backbone_for({**config, "model": {**config["model"], "init": "random"}})
+    backbone.load_state_dict(weights)
+    return backbone.eval()
