@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-PROFILES = ("smoke", "cpu", "phantom-release", "general-release", "gpu-paper")
+PROFILES = ("smoke", "cpu", "ablation", "phantom-release", "general-release", "gpu-paper")
 
 # key -> (lower, upper) inclusive bounds checked after merging; None = unbounded on that side.
 _RANGES: dict[str, tuple[float | None, float | None]] = {

@@ -137,7 +137,9 @@ def training_record(run_dir: Path) -> dict[str, Any]:
         "images_seen": steps * global_batch,
         "train_wall_s": round(wall_s, 1),
         "hardware": hardware,
-        "final_losses": {k: records[-1][k] for k in ("total", "dino_global", "ibot", "koleo")},
+        "final_losses": {
+            k: records[-1][k] for k in ("total", "dino_global", "ibot", "koleo") if k in records[-1]
+        },
         "final_teacher_entropy": records[-1]["teacher_entropy"],
     }
 

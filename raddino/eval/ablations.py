@@ -1,0 +1,86 @@
+"""What the ablation chapters (03 resolution, 04 initialisation, 05 data size) measure: linear-probe
+AUPRC of several frozen encoders on the shared held-out probe phantoms, per finding and per
+finding scale (large findings change many pixels; small or thin ones change a few)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+# Paper Fig. 1 uses large findings of VinDr-CXR (cardiomegaly, lung opacity, ...); Fig. A.1 small
+# or thin ones of CANDID-PTX (pneumothorax, chest tube). The phantom findings split the same way.
+FINDING_SCALE: dict[str, tuple[str, ...]] = {
+    "large": ("cardiomegaly", "aortic_enlargement", "pleural_effusion", "lung_opacity"),
+    "small": ("nodule", "rib_fracture", "chest_tube", "pneumothorax"),
+}
+
+
+def probe_encoders(
+    encoders: Mapping[str, str],
+    folder: Any,
+    *,
+    size: int | None,
+    seeds: int,
+    c: float = 0.1,
+    seed: int = 0,
+    runs_root: str = "runs",
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """`probe_frame` (encoder, finding, auprc_mean, ...) of frozen CLS features; `encoders` maps a
+    display name to an encoder spec; `size` is the encoder input side (None: its own)."""
+    from raddino.eval.features import extract
+    from raddino.eval.probe import ProbeConfig, run_probes
+    from raddino.eval.tables import probe_frame
+
+    config = ProbeConfig(method="sklearn", seeds=seeds, c=c, split_seed=seed)
+    results = {}
+    for name, spec in encoders.items():
+        features = extract(
+            spec,
+            folder,
+            size=None if spec.startswith("pixels") else size,
+            which=["cls"],
+            cache_dir=f"{runs_root}/features",
+            device=device,
+            seed=seed,
+        )
+        results[name] = run_probes(
+            features["cls"],
+            folder.labels_array(),
+            folder.table["subject_id"].to_numpy(),
+            folder.label_names,
+            config,
+            progress=False,
+        )
+    return probe_frame(results)
+
+
+def by_finding_scale(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean AUPRC (and mean chance) per encoder over the large and the small findings, plus the
+    macro average; findings a split could not score are left out of their group's mean."""
+    rows = []
+    for encoder, group in frame.groupby("encoder", sort=False):
+        per_finding = group.set_index("finding")
+        for scale, findings in FINDING_SCALE.items():
+            scored = per_finding.loc[per_finding.index.intersection(findings)]
+            rows.append(
+                {
+                    "encoder": encoder,
+                    "scale": scale,
+                    "auprc": scored["auprc_mean"].mean(),
+                    "chance": scored["chance"].mean(),
+                    "findings": len(scored),
+                }
+            )
+        rows.append(
+            {
+                "encoder": encoder,
+                "scale": "macro",
+                "auprc": per_finding.loc["macro", "auprc_mean"],
+                "chance": float("nan"),
+                "findings": int((group["finding"] != "macro").sum()),
+            }
+        )
+    return pd.DataFrame(rows)
