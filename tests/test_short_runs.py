@@ -76,3 +76,23 @@ def test_finding_scale_groups_average_their_own_findings():
         assert summary.loc[(enc, "small"), "auprc"] == pytest.approx(small)
         assert summary.loc[(enc, "small"), "findings"] == len(FINDING_SCALE["small"]) - 1
         assert summary.loc[(enc, "macro"), "auprc"] == 0.5
+
+
+def test_resolution_keeps_the_local_to_global_ratio_on_the_patch_grid(tmp_path):
+    from raddino.cli import build_parser
+    from raddino.ssl.pretrain_cli import resolve_config
+    from raddino.ssl.short_runs import resolution_overrides
+
+    crops = load_config("ablation")["crops"]  # 112 / 56
+    assert resolution_overrides(crops, 56) == {
+        "crops.global_crops_size": 56,
+        "crops.local_crops_size": 28,
+    }
+    assert resolution_overrides(crops, 224)["crops.local_crops_size"] == 112
+    args = build_parser().parse_args(
+        ["pretrain", "--profile", "gpu-paper", "--out", str(tmp_path), "--resolution", "224"]
+        + ["--set", f"data.path={tmp_path}"]
+    )
+    config = resolve_config(args)  # gpu-paper: 518 / 196 -> 224 / 84
+    assert config["crops"]["global_crops_size"] == 224
+    assert config["crops"]["local_crops_size"] == 84

@@ -43,10 +43,10 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if args.max_images is not None:
         overrides["data.max_images"] = args.max_images
     if args.resolution is not None:
-        base = load_config(args.profile)["crops"]
-        ratio = base["local_crops_size"] / base["global_crops_size"]
-        overrides["crops.global_crops_size"] = args.resolution
-        overrides["crops.local_crops_size"] = max(14, round(args.resolution * ratio / 14) * 14)
+        from raddino.ssl.short_runs import resolution_overrides
+
+        crops = load_config(args.profile, overrides)["crops"]
+        overrides.update(resolution_overrides(crops, args.resolution))
     return load_config(args.profile, overrides)
 
 

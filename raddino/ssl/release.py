@@ -224,3 +224,57 @@ def backbone_from_checkpoint(checkpoint_dir: str | os.PathLike, which: str = "te
     backbone = build_backbone_for({**config, "model": {**config["model"], "init": "random"}})
     backbone.load_state_dict(weights)
     return backbone.eval()
+
+
+def read_release_manifest(name: str, release_dir: str | os.PathLike | None = None) -> dict:
+    """The manifest `NAME.json` beside a shipped release checkpoint."""
+    from raddino.models.weights import RELEASE_DIR
+
+    path = Path(release_dir or RELEASE_DIR) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no manifest for release {name!r}")
+    return json.loads(path.read_text())
+
+
+def release_table(names: list[str], release_dir: str | os.PathLike | None = None):
+    """How each release was made: profile, init, data, steps, images, wall time, hardware."""
+    import pandas as pd
+
+    rows = []
+    for name in names:
+        m = read_release_manifest(name, release_dir)
+        hardware = m["hardware"]
+        device = hardware.get("cuda_device") or f"{hardware['cpu_count']} CPU cores"
+        rows.append(
+            {
+                "release": f"raddino:{name}",
+                "profile": m["profile"],
+                "init": m["config"]["model"]["init"],
+                "data": m["config"]["data"]["source"],
+                "arch": m["config"]["model"]["arch"],
+                "crops (global/local px)": "{}/{}".format(
+                    m["config"]["crops"]["global_crops_size"],
+                    m["config"]["crops"]["local_crops_size"],
+                ),
+                "steps": m["steps"],
+                "images seen": m["images_seen"],
+                "train minutes": round(m["train_wall_s"] / 60, 1),
+                "hardware": device,
+                "fp16 MB": m["size_mb"],
+                "sha256": m["sha256"][:12],
+            }
+        )
+    return pd.DataFrame(rows).set_index("release")
+
+
+def release_probe_table(names: list[str], release_dir: str | os.PathLike | None = None):
+    """The frozen-probe bar of each release beside its baselines (one row per encoder)."""
+    import pandas as pd
+
+    rows: dict[str, dict] = {}
+    for name in names:
+        probes = read_release_manifest(name, release_dir)["frozen_probes"]
+        rows[f"raddino:{name}"] = probes["this"]
+        for spec, metrics in probes["baselines"].items():
+            rows.setdefault(spec, metrics)  # a baseline probed for two releases is the same
+    return pd.DataFrame.from_dict(rows, orient="index")

@@ -1,0 +1,83 @@
+"""Figures of the pretraining chapters: what the student and the teacher see (multi-crop views and
+iBOT masks) and how a run's losses and diagnostics move."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+
+def plot_multicrop(image_hw: np.ndarray, config: dict, seed: int = 0) -> plt.Figure:
+    """One image, its two global crops (the iBOT-masked patches of one of them shaded, as the
+    student sees it) and its local crops, drawn with the run config's own augmentation."""
+    from raddino.ssl.crops import MultiCropAugmentation
+    from raddino.ssl.masking import sample_ibot_masks
+
+    crops_cfg = config["crops"]
+    augment = MultiCropAugmentation(
+        global_crops_size=crops_cfg["global_crops_size"],
+        local_crops_size=crops_cfg["local_crops_size"],
+        global_crops_side=tuple(crops_cfg["global_crops_side"]),
+        local_crops_side=tuple(crops_cfg["local_crops_side"]),
+        n_local_crops=crops_cfg["local_crops_number"],
+        horizontal_flip=crops_cfg["horizontal_flip"],
+    )
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.from_numpy(np.asarray(image_hw, dtype=np.float32))[None]
+    views = augment(image, generator)
+    grid = crops_cfg["global_crops_size"] // 14
+    # probability 1 so the figure always shows a masked crop (training masks half of them)
+    masks = sample_ibot_masks(
+        2, grid, tuple(config["ibot"]["mask_ratio_min_max"]), 1.0, generator=generator
+    )
+    n_local = len(views["local"])
+    fig, axes = plt.subplots(1, 3 + n_local, figsize=(2.0 * (3 + n_local), 2.4))
+    axes[0].imshow(image_hw, cmap="gray", vmin=0, vmax=1)
+    axes[0].set_title(f"image {image_hw.shape[0]} px", fontsize=9)
+    for k, crop in enumerate(views["global"]):
+        axes[1 + k].imshow(crop[0], cmap="gray", vmin=0, vmax=1)
+        if k == 0:
+            mask_hw = masks.masks_bn[0].reshape(grid, grid).float().numpy()
+            upsampled = np.kron(mask_hw, np.ones((14, 14)))
+            axes[1].imshow(np.ma.masked_where(upsampled == 0, upsampled), cmap="autumn", alpha=0.5)
+        title = f"global {k + 1}, {crop.shape[-1]} px" + (" + iBOT mask" if k == 0 else "")
+        axes[1 + k].set_title(title, fontsize=9)
+    for k, crop in enumerate(views["local"]):
+        axes[3 + k].imshow(crop[0], cmap="gray", vmin=0, vmax=1)
+        axes[3 + k].set_title(f"local {k + 1}, {crop.shape[-1]} px", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def plot_training_curves(
+    curves: pd.DataFrame,
+    metrics: Sequence[str] = ("total", "dino_global", "ibot", "koleo", "teacher_entropy"),
+    *,
+    smooth: int = 5,
+    **subplot_kw: Any,
+) -> plt.Figure:
+    """Small multiples of a long (run, step, metric, value) frame, one panel per metric, one line
+    per run; a centred rolling mean of `smooth` steps (1 = raw) keeps noisy losses readable."""
+    metrics = [m for m in metrics if m in set(curves["metric"])]
+    if not metrics:
+        raise ValueError(f"none of the metrics are in the curves: {sorted(set(curves['metric']))}")
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=subplot_kw.pop("figsize", (3.2 * len(metrics), 2.8)), squeeze=False
+    )
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for run, group in curves[curves["metric"] == metric].groupby("run", sort=False):
+            values = group.sort_values("step")
+            smoothed = values["value"].rolling(smooth, center=True, min_periods=1).mean()
+            ax.plot(values["step"], smoothed, label=run)
+        ax.set_title(metric, fontsize=10)
+        ax.set_xlabel("step")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
