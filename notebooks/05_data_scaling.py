@@ -40,7 +40,7 @@ probe_n = 600  # held-out phantoms for the probes (the same as chapter 06)
 probe_size = 224
 probe_seeds = 5
 probe_c = 0.1
-data_sizes = [16, 64, 0]  # distinct phantoms per run (0 = the stream)
+data_sizes = [16, 64, 0]  # distinct phantoms per run; 0 means the endless stream
 ablation_profile = "ablation"  # `raddino pretrain` profile of the short runs
 ablation_init = "raddino:general"  # where the short runs start (continual pretraining)
 ablation_epoch_length = 15  # steps per epoch of the short runs (4 epochs)

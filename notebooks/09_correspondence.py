@@ -186,3 +186,50 @@ display(
         )
     )
 )
+
+# %% [markdown]
+# ## The live explorer (JupyterLab)
+#
+# With a running kernel there is a richer tool, `PatchExplorer` (`raddino.viz.explorer_widget`):
+# choose the query and target phantoms, the encoder and the layer (the last few blocks), pick a
+# query patch with the row and column sliders (or a click, when `ipyevents` is installed), and see
+# the target coloured by cosine similarity with its top matches marked and listed. It needs Python
+# behind the page, so the rendered book keeps the static explorer above; the cell below builds the
+# widget only when an interactive frontend runs the notebook (a papermill run only checks that the
+# explorer's features and similarity map compute).
+
+# %%
+from raddino.viz.explorer_widget import (
+    PatchExplorer,
+    PatchFeatureStore,
+    kernel_has_interactive_frontend,
+    top_k_patches,
+)
+
+same_view = [i for i in range(len(folder)) if views[i] == views[query] and i not in (query, target)]
+explorer_indices = [query, target, *same_view[:2]]
+explorer_images = [folder.read_image(i) for i in explorer_indices]
+explorer_names = [f"#{i} ({views[i]})" for i in explorer_indices]
+explorer_encoders = {spec: spec for spec in specs}
+if kernel_has_interactive_frontend():
+    explorer = PatchExplorer(
+        explorer_images, explorer_encoders, names=explorer_names, size=image_size, device=device
+    )
+    display(explorer)
+else:
+    store = PatchFeatureStore(explorer_images, explorer_encoders, size=image_size, device=device)
+    grid_h, grid_w = store.grid_hw(shown_spec)
+    similarity_hw = store.similarity(
+        encoder=shown_spec,
+        layer=-1,
+        query_image=0,
+        query_row=grid_h // 2,
+        query_col=grid_w // 2,
+        target_image=1,
+    )
+    best = top_k_patches(similarity_hw, 1)[0]
+    print(
+        f"live explorer not built (no interactive frontend); its logic on {shown_spec}: the "
+        f"centre patch of {explorer_names[0]} best matches patch ({best.row}, {best.col}) of "
+        f"{explorer_names[1]}, cosine {best.cosine:.3f}"
+    )
