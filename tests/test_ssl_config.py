@@ -7,7 +7,9 @@ import pytest
 from raddino.ssl import config as cfg
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "ablation", "phantom-release", "general-release"])
+@pytest.mark.parametrize(
+    "profile", ["smoke", "cpu", "ablation", "phantom-release", "general-release"]
+)
 def test_profiles_load_and_validate(profile):
     config = cfg.load_config(profile)
     assert config["model"]["arch"].startswith("vit_")
