@@ -5,6 +5,11 @@ model, optimizer moments, loss centres, RNG states) and `state.json` (everything
 position, optimizer hyper-parameters, Python/NumPy RNG states). The folder is written under a
 temporary name and renamed into place, then `latest` is updated atomically, so a SIGKILL at any
 moment leaves the previous checkpoint intact.
+
+Tensors are always full (unsharded): under FSDP `save_training_state` gathers the shards and
+`restore_training_state` cuts them again, so a run resumes under `ddp` or `fsdp` alike. The fp16
+loss scaler's state is plain numbers in `state.json`. The run folder's `config.yaml` and
+`metrics.jsonl` bookkeeping for auto-resume lives here too.
 """
 
 from __future__ import annotations
@@ -17,9 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import yaml
 from safetensors.torch import load_file, save_file
 
-from raddino.utils import write_text_atomic
+from raddino.ssl import parallel
+from raddino.ssl.distributed import rank, world_size
+from raddino.utils import versions, write_text_atomic
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
@@ -159,3 +168,123 @@ def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch
     """Inverse of `prefixed` for one prefix."""
     start = prefix + "."
     return {k[len(start) :]: v for k, v in tensors.items() if k.startswith(start)}
+
+
+# ---- run folders and whole training states ------------------------------------------------
+
+
+# keys that may change between a run and its resumption: they do not change what is computed
+_SWITCHABLE_ON_RESUME = frozenset({"train.distributed"})
+
+
+def prepare_run_dir(run_dir: Path, config: dict, write: bool = True) -> None:
+    """Write `config.yaml`; an existing run must have the same config (auto-resume).
+
+    Only `train.distributed` may differ (checkpoints have one layout for ddp and fsdp).
+    """
+    config_path = run_dir / "config.yaml"
+    if config_path.exists():
+        previous = yaml.safe_load(config_path.read_text())
+        flat_old, flat_new = _flat(previous), _flat(config)
+        changed = sorted(
+            k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k)
+        )
+        if changed and write:
+            for key in set(changed) & _SWITCHABLE_ON_RESUME:
+                print(f"resuming {run_dir} with {key}={flat_new[key]} (was {flat_old[key]})")
+        if set(changed) - _SWITCHABLE_ON_RESUME:
+            raise ValueError(
+                f"{config_path} exists with a different config (keys {changed}); "
+                "resume with the same settings or choose a new --out"
+            )
+        return
+    if write:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def truncate_metrics(path: Path, first_step: int) -> None:
+    """Drop logged steps >= first_step (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line and json.loads(line)["step"] < first_step
+    ]
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def save_training_state(
+    run_dir: Path,
+    step: int,
+    meta: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    collapsed_steps: int,
+    train_cfg: dict,
+) -> None:
+    """Rank 0 writes the checkpoint (full tensors, every rank's torch RNG state); others wait."""
+    rank_rng = {}
+    if dist.is_initialized():
+        states = [torch.empty_like(torch.get_rng_state()) for _ in range(world_size())]
+        dist.all_gather(states, torch.get_rng_state())
+        rank_rng = {f"rng.torch.rank{r}": s for r, s in enumerate(states)}
+    # full tensors whatever the parallel mode: gathered from the shards under FSDP (collectives)
+    meta_state = parallel.gather_full_state(meta.state_dict(), keep=rank() == 0)
+    optim_state = parallel.gather_full_optimizer_state(optimizer, keep=rank() == 0)
+    if rank() == 0:
+        opt_tensors, opt_meta = flatten_optimizer_state(optim_state)
+        rng_tensors, rng_meta = capture_rng_state()
+        tensors = {
+            **prefixed("meta", meta_state),
+            **opt_tensors,
+            **rng_tensors,
+            **rank_rng,
+        }
+        state = {
+            "optim": opt_meta,
+            "rng": rng_meta,
+            "collapsed_steps": collapsed_steps,
+            "grad_scaler": parallel.scaler_state_for_json(scaler),
+            "versions": versions(),
+        }
+        save_checkpoint(run_dir, step, tensors, state, keep=train_cfg["keep_checkpoints"])
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def restore_training_state(
+    run_dir: Path,
+    meta: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+) -> tuple[int, int]:
+    """Load the latest checkpoint (full tensors, cut to shards under FSDP), if there is one.
+
+    Returns (first step to run, collapsed steps so far); (0, 0) for a new run.
+    """
+    latest = latest_checkpoint(run_dir)
+    if latest is None:
+        return 0, 0
+    tensors, state = load_checkpoint(latest)
+    meta_state = unprefixed("meta", tensors)
+    meta.load_state_dict(parallel.shard_state_like(meta_state, meta.state_dict()))
+    full_optim = unflatten_optimizer_state(tensors, state["optim"])
+    optimizer.load_state_dict(parallel.shard_optimizer_state(optimizer, full_optim))
+    if scaler is not None and state.get("grad_scaler") is not None:
+        scaler.load_state_dict(state["grad_scaler"])
+    restore_rng_state(tensors, state["rng"])
+    if f"rng.torch.rank{rank()}" in tensors:  # each rank's own drop-path stream
+        torch.set_rng_state(tensors[f"rng.torch.rank{rank()}"])
+    return state["step"] + 1, state["collapsed_steps"]

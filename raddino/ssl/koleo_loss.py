@@ -22,13 +22,16 @@ def koleo_loss(features_bd: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """
     if features_bd.ndim != 2 or features_bd.shape[0] < 2:
         raise ValueError(f"KoLeo needs features shaped (B >= 2, D), got {tuple(features_bd.shape)}")
-    normed_bd = F.normalize(features_bd.float(), p=2, dim=-1, eps=eps)
-    with torch.no_grad():
-        dots_bb = normed_bd @ normed_bd.t()
-        dots_bb.fill_diagonal_(float("-inf"))
-        nearest_b = dots_bb.argmax(dim=1)
-    distances_b = F.pairwise_distance(normed_bd, normed_bd[nearest_b], p=2, eps=eps)
-    return -torch.log(distances_b + eps).mean()
+    # Autocast off (as official): in bf16/fp16 the neighbour search and log-distances lose the
+    # small differences KoLeo is about.
+    with torch.autocast(features_bd.device.type, enabled=False):
+        normed_bd = F.normalize(features_bd.float(), p=2, dim=-1, eps=eps)
+        with torch.no_grad():
+            dots_bb = normed_bd @ normed_bd.t()
+            dots_bb.fill_diagonal_(float("-inf"))
+            nearest_b = dots_bb.argmax(dim=1)
+        distances_b = F.pairwise_distance(normed_bd, normed_bd[nearest_b], p=2, eps=eps)
+        return -torch.log(distances_b + eps).mean()
 
 
 def koleo_loss_per_crop(cls_tokens_gbd: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -6,29 +6,31 @@ all-reduce -> clip -> step -> EMA teacher -> log -> checkpoint. The run folder h
 `config.yaml`, `metrics.jsonl`, `checkpoints/` and, at the end, `teacher_backbone.safetensors`
 (loadable by `raddino.models.weights.load_backbone`).
 
-Data parallelism is explicit: every rank averages gradients with one all-reduce per step (the
-same reduction DDP performs, written out so that the losses' own cross-rank reductions and this
-one sit side by side). A rank that dies makes the others fail at their next collective within
-`train.collective_timeout_s` instead of hanging.
+Data parallelism (`raddino.ssl.parallel`): under `train.distributed: ddp` every rank averages
+gradients with one explicit all-reduce per step (the reduction DDP performs, written out so that
+the losses' own cross-rank reductions and this one sit side by side); under `fsdp` student and
+teacher are sharded with FSDP2 and checkpoints still hold full tensors in the same layout.
+`train.precision: fp16` scales the loss with a GradScaler; a step it skips (inf gradients) is
+logged, not treated as divergence. A rank that dies makes the others fail at their next
+collective within `train.collective_timeout_s` instead of hanging.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
-import os
+import math
 import time
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import yaml
 from tqdm.auto import tqdm
 
 from raddino.ssl import checkpoint as ckpt
+from raddino.ssl import parallel
 from raddino.ssl.data import BatchMaker, FolderSource, PhantomSource
-from raddino.ssl.distributed import all_reduce_sum, rank, world_size
+from raddino.ssl.distributed import all_reduce_sum, rank, setup_distributed, world_size
 from raddino.ssl.meta_arch import DinoV2MetaArch, SslBatch
 from raddino.ssl.schedules import (
     apply_optim_schedule,
@@ -37,7 +39,7 @@ from raddino.ssl.schedules import (
     param_groups,
     scaled_lr,
 )
-from raddino.utils import hardware_description, versions, write_json_atomic, write_text_atomic
+from raddino.utils import hardware_description, write_json_atomic
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,36 +77,6 @@ def _stop_clearly_if_a_peer_is_lost(run_dir: Path, timeout_s: int):
 
 
 # ---- set-up ----------------------------------------------------------------------------------
-
-
-def setup_distributed(config: dict) -> torch.device:
-    """Join the torchrun process group when launched by torchrun; choose the device."""
-    wanted = config["train"]["device"]
-    use_cuda = wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise ValueError("config key 'train.device' is 'cuda' but no CUDA device is available")
-    if (
-        "WORLD_SIZE" in os.environ
-        and int(os.environ["WORLD_SIZE"]) > 1
-        and not dist.is_initialized()
-    ):
-        timeout = datetime.timedelta(seconds=config["train"]["collective_timeout_s"])
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timeout)
-    if use_cuda:
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local_rank)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def autocast_dtype(config: dict, device: torch.device) -> torch.dtype | None:
-    """bf16 on CUDA by default, fp32 (no autocast) on CPU."""
-    precision = config["train"]["precision"]
-    if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def build_backbone_for(config: dict):
@@ -168,51 +140,6 @@ def make_source(config: dict):
     return DeadLeavesSource(config["train"]["seed"], data["phantom_size"])
 
 
-# ---- run folder ------------------------------------------------------------------------------
-
-
-def prepare_run_dir(run_dir: Path, config: dict, write: bool = True) -> None:
-    """Write `config.yaml`; an existing run must have the same config (auto-resume)."""
-    config_path = run_dir / "config.yaml"
-    if config_path.exists():
-        previous = yaml.safe_load(config_path.read_text())
-        if previous != config:
-            flat_old, flat_new = _flat(previous), _flat(config)
-            changed = sorted(
-                k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k)
-            )
-            raise ValueError(
-                f"{config_path} exists with a different config (keys {changed}); "
-                "resume with the same settings or choose a new --out"
-            )
-        return
-    if write:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _truncate_metrics(path: Path, first_step: int) -> None:
-    """Drop logged steps >= first_step (written after the checkpoint we resume from)."""
-    if not path.exists():
-        return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line and json.loads(line)["step"] < first_step
-    ]
-    write_text_atomic(path, "".join(line + "\n" for line in kept))
-
-
 # ---- the loop --------------------------------------------------------------------------------
 
 
@@ -236,18 +163,20 @@ def _mean_over_ranks(losses: dict[str, torch.Tensor]) -> dict[str, float]:
     return {k: round(float(v), 6) for k, v in zip(names, values.tolist(), strict=True)}
 
 
-def _average_gradients(params: list[torch.nn.Parameter]) -> None:
-    """Mean of the gradients over ranks, in one flat all-reduce (what DDP does, made explicit)."""
-    n_ranks = world_size()
-    if n_ranks == 1:
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    all_reduce_sum(flat).div_(n_ranks)
-    offset = 0
-    for grad in grads:
-        grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-        offset += grad.numel()
+def _optimizer_step(optimizer: torch.optim.Optimizer, scaler) -> bool:
+    """Step (through the fp16 scaler when there is one); True when the scaler skipped the step."""
+    if scaler is None:
+        optimizer.step()
+        return False
+    scale_before = scaler.get_scale()
+    scaler.step(optimizer)  # skipped when any (unscaled) gradient is inf/NaN
+    scaler.update()  # ... and then the scale shrinks: that is how a skip shows
+    return scaler.get_scale() < scale_before
+
+
+def _finite_or_none(value: float) -> float | None:
+    """A number for metrics.jsonl; None (JSON null) for inf/NaN, which JSON cannot hold."""
+    return round(value, 6) if math.isfinite(value) else None
 
 
 def pretrain(
@@ -262,7 +191,7 @@ def pretrain(
     run_dir = Path(run_dir)
     device = setup_distributed(config)
     is_main = rank() == 0
-    prepare_run_dir(run_dir, config, write=is_main)  # every rank checks, rank 0 writes
+    ckpt.prepare_run_dir(run_dir, config, write=is_main)  # every rank checks, rank 0 writes
     if is_main and not (run_dir / "hardware.json").exists():  # what the release manifest cites
         write_json_atomic(
             run_dir / "hardware.json", {**hardware_description(), "world_size": world_size()}
@@ -272,6 +201,8 @@ def pretrain(
     torch.manual_seed(config["train"]["seed"])  # identical initial weights on every rank
     backbone = build_backbone_for(config)
     meta = DinoV2MetaArch(backbone, config).to(device)
+    parallel.check_precision_supported(config, device)
+    sharded = parallel.wrap_for_training(meta, config, device)  # before the optimizer sees params
     torch.manual_seed(config["train"]["seed"] * 1000 + rank())  # drop-path streams differ per rank
     optimizer = build_optimizer(meta, config)
     train_cfg, optim_cfg, teacher_cfg = config["train"], config["optim"], config["teacher"]
@@ -297,21 +228,13 @@ def pretrain(
     make_batch.patch_size = backbone.patch_size
     student_params = [p for p in meta.student.parameters() if p.requires_grad]
     last_layer_params = [p for n, p in meta.student.named_parameters() if "last_layer" in n]
-    amp_dtype = autocast_dtype(config, device)
+    amp_dtype = parallel.autocast_dtype(config, device)
+    scaler = parallel.make_grad_scaler(amp_dtype, device, sharded)
 
-    start_step, collapsed_steps = 0, 0
-    latest = ckpt.latest_checkpoint(run_dir)
-    if latest is not None:
-        tensors, state = ckpt.load_checkpoint(latest)
-        meta.load_state_dict(ckpt.unprefixed("meta", tensors))
-        optimizer.load_state_dict(ckpt.unflatten_optimizer_state(tensors, state["optim"]))
-        ckpt.restore_rng_state(tensors, state["rng"])
-        if f"rng.torch.rank{rank()}" in tensors:  # each rank's own drop-path stream
-            torch.set_rng_state(tensors[f"rng.torch.rank{rank()}"])
-        start_step, collapsed_steps = state["step"] + 1, state["collapsed_steps"]
+    start_step, collapsed_steps = ckpt.restore_training_state(run_dir, meta, optimizer, scaler)
     metrics_path = run_dir / "metrics.jsonl"
     if is_main:
-        _truncate_metrics(metrics_path, start_step)
+        ckpt.truncate_metrics(metrics_path, start_step)
 
     total_steps = train_cfg["epochs"] * train_cfg["epoch_length"]
     end_step = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
@@ -345,15 +268,17 @@ def pretrain(
                 )
 
             optimizer.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            _average_gradients(student_params)
+            (losses["total"] if scaler is None else scaler.scale(losses["total"])).backward()
+            parallel.average_gradients(student_params, sharded)
             if schedules.last_layer_frozen(step):
                 for param in last_layer_params:
                     param.grad = None
+            if scaler is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             max_norm = optim_cfg["clip_grad"] or float("inf")  # 0 = no clipping
-            grad_norm = torch.nn.utils.clip_grad_norm_(student_params, max_norm)
-            optimizer.step()
-            meta.update_teacher(schedules.teacher_momentum[step])
+            grad_norm = torch.nn.utils.clip_grad_norm_(student_params, max_norm)  # global norm
+            skipped = _optimizer_step(optimizer, scaler)
+            parallel.update_teacher_ema(meta, schedules.teacher_momentum[step])
 
             record = _mean_over_ranks(losses)
             record.update(
@@ -361,10 +286,12 @@ def pretrain(
                 lr=schedules.lr[step],
                 momentum=schedules.teacher_momentum[step],
                 teacher_temp=schedules.teacher_temp[step],
-                grad_norm=round(float(grad_norm), 6),
+                grad_norm=_finite_or_none(float(parallel.full_value(grad_norm))),
                 world_size=world_size(),
                 images_per_s=round(total_batch / (time.perf_counter() - tic), 2),
             )
+            if scaler is not None:  # fp16: a skipped step (inf gradients) is logged, not fatal
+                record.update(skipped_step=skipped, loss_scale=scaler.get_scale())
             collapsed = record["teacher_entropy"] > 0.98 or record["batch_entropy"] < 0.05
             collapsed_steps = collapsed_steps + 1 if collapsed else 0
             if is_main:
@@ -378,8 +305,8 @@ def pretrain(
                 )
 
             if (step + 1) % train_cfg["checkpoint_every"] == 0 or step + 1 == total_steps:
-                _save(
-                    run_dir, step, meta, optimizer, collapsed_steps, train_cfg["keep_checkpoints"]
+                ckpt.save_training_state(
+                    run_dir, step, meta, optimizer, scaler, collapsed_steps, train_cfg
                 )
             if (
                 collapsed_steps >= config["health"]["collapse_patience"]
@@ -393,33 +320,8 @@ def pretrain(
                 )
 
     final = run_dir / "teacher_backbone.safetensors"
-    if end_step == total_steps and is_main:
-        save_backbone(meta.teacher["backbone"], final)
+    if end_step == total_steps:
+        teacher = parallel.unsharded_teacher_backbone(meta, sharded, keep=is_main)
+        if is_main:
+            save_backbone(teacher, final)
     return final
-
-
-def _save(run_dir: Path, step: int, meta, optimizer, collapsed_steps: int, keep: int) -> None:
-    """Rank 0 writes the checkpoint (with every rank's torch RNG state); the others wait."""
-    rank_rng = {}
-    if dist.is_initialized():
-        states = [torch.empty_like(torch.get_rng_state()) for _ in range(world_size())]
-        dist.all_gather(states, torch.get_rng_state())
-        rank_rng = {f"rng.torch.rank{r}": s for r, s in enumerate(states)}
-    if rank() == 0:
-        opt_tensors, opt_meta = ckpt.flatten_optimizer_state(optimizer.state_dict())
-        rng_tensors, rng_meta = ckpt.capture_rng_state()
-        tensors = {
-            **ckpt.prefixed("meta", meta.state_dict()),
-            **opt_tensors,
-            **rng_tensors,
-            **rank_rng,
-        }
-        state = {
-            "optim": opt_meta,
-            "rng": rng_meta,
-            "collapsed_steps": collapsed_steps,
-            "versions": versions(),
-        }
-        ckpt.save_checkpoint(run_dir, step, tensors, state, keep=keep)
-    if dist.is_initialized():
-        dist.barrier()
