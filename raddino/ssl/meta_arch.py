@@ -101,9 +101,9 @@ class DinoV2MetaArch(nn.Module):
     def forward(self, batch: SslBatch, teacher_temp: float) -> dict[str, torch.Tensor]:
         """Losses of one step: `total` plus each term and a few diagnostics (detached)."""
         targets = self.teacher_targets(batch, teacher_temp)
-        # Without MIM (`--no-mim`, or iBOT weight 0) the student sees UNMASKED global crops. Official
-        # DINOv2 masks them whenever masks were drawn, even at iBOT weight 0; our ablation removes
-        # masked modelling entirely (parity with that official variant: draw masks, weight 0.0).
+        # Without MIM (`--no-mim`, or iBOT weight 0) the student sees UNMASKED global crops.
+        # Official DINOv2 masks them whenever masks were drawn, even at iBOT weight 0; our
+        # ablation removes masked modelling entirely.
         masks_bn = batch.masks.masks_bn if (self.use_ibot and batch.masks is not None) else None
 
         backbone = self.student["backbone"]
