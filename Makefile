@@ -31,7 +31,7 @@ format: $(STAMP)
 	$(BIN)/ruff format raddino tests benchmarks notebooks
 
 test: $(STAMP) lint browser
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=10
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

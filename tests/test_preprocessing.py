@@ -115,7 +115,10 @@ def test_float_path_keeps_precision(backend):
     fine = np.full((600, 650), 0.5, dtype=np.float32)
     fine[:, ::2] += 1.0 / 1024
     out = preprocess(fine, RAD_DINO, backend=backend, quantize_uint8=False)
-    assert out.std() > 0 and preprocess(fine, RAD_DINO, backend=backend).std() == 0
+    assert out.std() > 0
+    # the 8-bit path makes the image one value (compared exactly: a float std of a constant
+    # tensor can be 1e-9 instead of 0, depending on the reduction order and thread count)
+    assert preprocess(fine, RAD_DINO, backend=backend).unique().numel() == 1
 
 
 def test_torchvision_float_path_equals_processor_on_float_input():
