@@ -127,6 +127,18 @@ class MultiCropAugmentation:
         self.global2_jitter = global2_jitter or PhotometricJitter(blur_p=0.5)
         self.local_jitter = local_jitter or PhotometricJitter(blur_p=0.5)
 
+    @classmethod
+    def from_config(cls, crops: dict) -> MultiCropAugmentation:
+        """The augmentation of a pretraining config's `crops` section (trainer and figures)."""
+        return cls(
+            global_crops_size=crops["global_crops_size"],
+            local_crops_size=crops["local_crops_size"],
+            global_crops_side=tuple(crops["global_crops_side"]),
+            local_crops_side=tuple(crops["local_crops_side"]),
+            n_local_crops=crops["local_crops_number"],
+            horizontal_flip=crops["horizontal_flip"],
+        )
+
     def _view(
         self,
         image_chw: torch.Tensor,

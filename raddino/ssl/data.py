@@ -104,14 +104,7 @@ class BatchMaker:
         data = config["data"]
         pool_size = max(int(data["pool_size"]), self.global_batch)
         self.pool = ImagePool(source, pool_size, int(data["pool_refresh"]), int(data["max_images"]))
-        self.augment = MultiCropAugmentation(
-            global_crops_size=crops["global_crops_size"],
-            local_crops_size=crops["local_crops_size"],
-            global_crops_side=tuple(crops["global_crops_side"]),
-            local_crops_side=tuple(crops["local_crops_side"]),
-            n_local_crops=crops["local_crops_number"],
-            horizontal_flip=crops["horizontal_flip"],
-        )
+        self.augment = MultiCropAugmentation.from_config(crops)
         self.n_local = int(crops["local_crops_number"])
         self.patch_size = None  # set by the trainer from the backbone
         self.ibot = config["ibot"]

@@ -19,14 +19,7 @@ def plot_multicrop(image_hw: np.ndarray, config: dict, seed: int = 0) -> plt.Fig
     from raddino.ssl.masking import sample_ibot_masks
 
     crops_cfg = config["crops"]
-    augment = MultiCropAugmentation(
-        global_crops_size=crops_cfg["global_crops_size"],
-        local_crops_size=crops_cfg["local_crops_size"],
-        global_crops_side=tuple(crops_cfg["global_crops_side"]),
-        local_crops_side=tuple(crops_cfg["local_crops_side"]),
-        n_local_crops=crops_cfg["local_crops_number"],
-        horizontal_flip=crops_cfg["horizontal_flip"],
-    )
+    augment = MultiCropAugmentation.from_config(crops_cfg)
     generator = torch.Generator().manual_seed(seed)
     image = torch.from_numpy(np.asarray(image_hw, dtype=np.float32))[None]
     views = augment(image, generator)
