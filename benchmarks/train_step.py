@@ -161,7 +161,18 @@ def main() -> int:
         result["fraction_of_matmul_peak"] = result["achieved_gflops"] / peak["gflops"]
         results.append(result)
         print(json.dumps(result))
-    report = {"device": str(device), "threads": torch.get_num_threads(), "matmul_peak": peak}
+    from raddino.models import backbone as backbone_module
+
+    attention = (
+        "xformers" if backbone_module._xformers_attention and device.type == "cuda" else "sdpa"
+    )
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "attention": attention,  # xformers when installed and on CUDA, else PyTorch SDPA
+        "threads": torch.get_num_threads(),
+        "matmul_peak": peak,
+    }
     report["cases"] = results
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -70,6 +70,7 @@ def hardware_description() -> dict[str, Any]:
         "cpu": platform.processor() or _cpu_model_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
     }
     if torch.cuda.is_available():
         info["cuda_device"] = torch.cuda.get_device_name(0)

@@ -64,8 +64,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypat
 
     make_normalizer = train.make_normalizer
 
-    def poisoned_from_step_3(backbone):
-        normalize, calls = make_normalizer(backbone), {"n": 0}
+    def poisoned_from_step_3(backbone, device="cpu"):
+        normalize, calls = make_normalizer(backbone, device), {"n": 0}
 
         def normalize_or_nan(images):
             calls["n"] += 1  # global + local crops: 2 calls per step
@@ -92,3 +92,21 @@ def test_collapse_check_fires_on_a_collapsing_config(tmp_path):
     )
     with pytest.raises(CollapseDetected, match="collapsed for 3 steps"):
         pretrain(config, tmp_path / "run", progress=False)
+
+
+def test_worker_processes_and_prerendering_change_nothing_but_speed(tmp_path):
+    """Batches built by 2 worker processes from a prerendered set == built inline on demand;
+    and a run may resume with the other setting (the config check allows it)."""
+    finite = {"data.max_images": 40}
+    inline = pretrain(_smoke(**finite), tmp_path / "inline", progress=False)
+    parallel = {**finite, "data.num_workers": 2, "data.prerender": True}
+    pretrain(_smoke(**parallel), tmp_path / "parallel", progress=False, stop_at_step=3)
+    resumed = pretrain(_smoke(**finite), tmp_path / "parallel", progress=False)
+    expected, got = load_file(inline), load_file(resumed)
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+
+
+def test_prerender_needs_a_finite_data_set():
+    with pytest.raises(ValueError, match="data.max_images"):
+        _smoke(**{"data.prerender": True})

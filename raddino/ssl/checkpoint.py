@@ -174,13 +174,15 @@ def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch
 
 
 # keys that may change between a run and its resumption: they do not change what is computed
-_SWITCHABLE_ON_RESUME = frozenset({"train.distributed"})
+# keys that change how a run is computed, never what it computes (tests hold each to that)
+_SWITCHABLE_ON_RESUME = frozenset({"train.distributed", "data.num_workers", "data.prerender"})
 
 
 def prepare_run_dir(run_dir: Path, config: dict, write: bool = True) -> None:
     """Write `config.yaml`; an existing run must have the same config (auto-resume).
 
-    Only `train.distributed` may differ (checkpoints have one layout for ddp and fsdp).
+    Only `_SWITCHABLE_ON_RESUME` keys may differ (checkpoints have one layout for ddp and fsdp;
+    batches are the same with or without worker processes and prerendering).
     """
     config_path = run_dir / "config.yaml"
     if config_path.exists():

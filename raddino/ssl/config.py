@@ -153,6 +153,10 @@ def validate(config: dict) -> dict:
         flat["data.path"] and Path(flat["data.path"]).exists()
     ):
         raise ValueError(f"config key 'data.path': {flat['data.path']!r} does not exist")
+    if flat["data.prerender"] and flat["data.source"] != "folder" and not flat["data.max_images"]:
+        raise ValueError(
+            "config key 'data.prerender' needs a finite data set: set 'data.max_images' > 0"
+        )
     return config
 
 

@@ -8,12 +8,19 @@ Images come from an `ImageSource` (phantoms rendered on the fly, or a dataset fo
 optional pool: `pool_size` images kept in memory, `pool_refresh` of them replaced by never-seen
 images each step, so that rendering does not stall training. The pool content at any step is
 itself a function of the step (slot k holds the newest image written to it), rebuilt on resume.
+`PrerenderedSource` instead renders a finite set once, on every core, into shared memory: the
+fast path when batches are built by several worker processes (`data.num_workers`), whose pools
+would otherwise each render the same images again.
 """
 
 from __future__ import annotations
 
+import mmap
+import os
+
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from raddino.ssl.masking import IbotMasks, ibot_masks_from, sample_ibot_masks
 from raddino.ssl.meta_arch import SslBatch
@@ -49,6 +56,57 @@ class FolderSource:
 
     def image(self, index: int) -> np.ndarray:
         return self._folder.read_image(int(self._order[index % len(self._order)]))
+
+
+_RENDER_SOURCE = None  # the source a prerender worker renders from (inherited through fork)
+
+
+def _render_into(args: tuple[int, int, int, int]) -> int:
+    """Prerender worker: images start .. stop-1 into the shared buffer; returns how many."""
+    start, stop, n_images, side = args
+    bank = np.frombuffer(_RENDER_BUFFER, dtype=np.float32).reshape(n_images, side, side)
+    for index in range(start, stop):
+        bank[index] = _RENDER_SOURCE.image(index)
+    return stop - start
+
+
+_RENDER_BUFFER = None
+
+
+class PrerenderedSource:
+    """Images 0 .. n-1 of `source`, rendered once in parallel into shared memory.
+
+    Values are exactly `source.image(i)`, so batches equal those of the on-demand source; the
+    buffer is an anonymous shared mapping, so forked batch workers read it without copies.
+    """
+
+    def __init__(self, source, n_images: int, workers: int | None = None) -> None:
+        global _RENDER_SOURCE, _RENDER_BUFFER
+        import multiprocessing
+
+        first = np.asarray(source.image(0), dtype=np.float32)
+        side = first.shape[0]
+        if first.shape != (side, side):
+            raise ValueError(f"prerender needs square images, got {first.shape}")
+        self._buffer = mmap.mmap(-1, n_images * side * side * 4)  # MAP_SHARED | MAP_ANONYMOUS
+        self._bank = np.frombuffer(self._buffer, dtype=np.float32).reshape(n_images, side, side)
+        self.length: int | None = n_images
+        workers = workers or len(os.sched_getaffinity(0))
+        chunk = max(1, min(64, n_images // (4 * workers) or 1))
+        tasks = [(a, min(a + chunk, n_images), n_images, side) for a in range(0, n_images, chunk)]
+        _RENDER_SOURCE, _RENDER_BUFFER = source, self._buffer
+        try:
+            with (
+                multiprocessing.get_context("fork").Pool(workers) as pool,
+                tqdm(total=n_images, desc="prerender", unit="img") as bar,
+            ):
+                for done in pool.imap_unordered(_render_into, tasks):
+                    bar.update(done)
+        finally:
+            _RENDER_SOURCE, _RENDER_BUFFER = None, None
+
+    def image(self, index: int) -> np.ndarray:
+        return self._bank[index % self.length]
 
 
 class ImagePool:
@@ -91,9 +149,13 @@ def _generator(*keys: int) -> torch.Generator:
 
 
 class BatchMaker:
-    """Builds rank `rank`'s `SslBatch` of step `step` (see module docstring)."""
+    """Builds rank `rank`'s `SslBatch` of step `step` (see module docstring).
 
-    def __init__(self, config: dict, source, rank: int, world_size: int, normalize) -> None:
+    With `normalize=None` crops stay (N, 1, H, W) in [0, 1]: a third of the bytes to pass from
+    worker processes and to copy to the GPU, where the trainer normalises them.
+    """
+
+    def __init__(self, config: dict, source, rank: int, world_size: int, normalize=None) -> None:
         from raddino.ssl.crops import MultiCropAugmentation
 
         crops = config["crops"]
@@ -132,10 +194,13 @@ class BatchMaker:
             local_crops = torch.stack([torch.stack(c) for c in zip(*locals_, strict=True)]).flatten(
                 0, 1
             )
-            local_crops = self.normalize(local_crops)
+            local_crops = self._normalized(local_crops)
         n_global = global_crops.shape[0] // self.batch_size
         masks = self._masks(step, n_global, global_crops.shape[-1] // self.patch_size)
-        return SslBatch(self.normalize(global_crops), local_crops, masks, n_global, self.n_local)
+        return SslBatch(self._normalized(global_crops), local_crops, masks, n_global, self.n_local)
+
+    def _normalized(self, crops_n1hw: torch.Tensor) -> torch.Tensor:
+        return crops_n1hw if self.normalize is None else self.normalize(crops_n1hw)
 
     def _masks(self, step: int, n_global: int, grid: int) -> IbotMasks | None:
         """Masks drawn for the GLOBAL batch, then this rank's rows (world-size invariant)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -37,6 +37,24 @@ class SslBatch:
     @property
     def batch_size(self) -> int:
         return self.global_crops.shape[0] // self.n_global
+
+    def pin_memory(self) -> SslBatch:
+        """Page-locked tensors for asynchronous copies to the GPU (a DataLoader calls this)."""
+        pinned = {
+            f.name: getattr(self, f.name).pin_memory()
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        if self.masks is not None:
+            pinned["masks"] = replace(
+                self.masks,
+                **{
+                    f.name: getattr(self.masks, f.name).pin_memory()
+                    for f in fields(self.masks)
+                    if isinstance(getattr(self.masks, f.name), torch.Tensor)
+                },
+            )
+        return replace(self, **pinned)
 
 
 def _make_head(in_dim: int, cfg: dict) -> DinoHead:

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from raddino.ssl import checkpoint as ckpt
 from raddino.ssl import parallel
-from raddino.ssl.data import BatchMaker, FolderSource, PhantomSource
+from raddino.ssl.data import BatchMaker, FolderSource, PhantomSource, PrerenderedSource
 from raddino.ssl.distributed import all_reduce_sum, rank, setup_distributed, world_size
 from raddino.ssl.meta_arch import DinoV2MetaArch, SslBatch
 from raddino.ssl.schedules import (
@@ -102,11 +102,11 @@ def build_backbone_for(config: dict):
     return backbone
 
 
-def make_normalizer(backbone):
+def make_normalizer(backbone, device: torch.device | str = "cpu"):
     """(N, 1, H, W) in [0, 1] -> (N, 3, H, W) normalised with the backbone's own statistics."""
     prep = backbone.preprocessing
-    mean = torch.tensor(prep.mean).view(1, 3, 1, 1)
-    std = torch.tensor(prep.std).view(1, 3, 1, 1)
+    mean = torch.tensor(prep.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, device=device).view(1, 3, 1, 1)
 
     def normalize(images_n1hw: torch.Tensor) -> torch.Tensor:
         return (images_n1hw.expand(-1, 3, -1, -1) - mean) / std
@@ -130,29 +130,71 @@ def build_optimizer(meta: DinoV2MetaArch, config: dict) -> torch.optim.Optimizer
 
 
 def make_source(config: dict):
+    """The configured image source; prerendered into shared memory when `data.prerender`."""
     data = config["data"]
     if data["source"] == "phantom":
-        return PhantomSource(config["train"]["seed"], data["phantom_size"], data["phantom_views"])
-    if data["source"] == "folder":
-        return FolderSource(data["path"], config["train"]["seed"], data["max_images"])
-    from raddino.data.deadleaves import DeadLeavesSource
+        source = PhantomSource(config["train"]["seed"], data["phantom_size"], data["phantom_views"])
+    elif data["source"] == "folder":
+        source = FolderSource(data["path"], config["train"]["seed"], data["max_images"])
+    else:
+        from raddino.data.deadleaves import DeadLeavesSource
 
-    return DeadLeavesSource(config["train"]["seed"], data["phantom_size"])
+        source = DeadLeavesSource(config["train"]["seed"], data["phantom_size"])
+    if data["prerender"]:
+        return PrerenderedSource(source, source.length or data["max_images"])
+    return source
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """Item i = the batch of step `start + i`: batches are a pure function of the step, so
+    worker processes build them ahead in any order and the loader hands them back in order."""
+
+    def __init__(self, make_batch: BatchMaker, start: int, end: int) -> None:
+        self.make_batch, self.start, self.end = make_batch, start, end
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    def __getitem__(self, i: int) -> SslBatch:
+        return self.make_batch(self.start + i)
+
+
+def batch_stream(make_batch: BatchMaker, start: int, end: int, workers: int, pin: bool):
+    """Batches of steps start .. end-1: built here, or ahead by `workers` processes."""
+    if workers == 0:
+        return (make_batch(step) for step in range(start, end))
+    loader = torch.utils.data.DataLoader(
+        _StepBatches(make_batch, start, end),
+        batch_size=None,  # each item already is a batch
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=2,  # batches in flight: 2 per worker, in shared memory
+        multiprocessing_context="fork",  # workers share the (prerendered) images
+        generator=torch.Generator(),  # its seed draw must not advance the global (drop-path) RNG
+    )
+    return iter(loader)
 
 
 # ---- the loop --------------------------------------------------------------------------------
 
 
-def _to_device(batch: SslBatch, device: torch.device) -> SslBatch:
-    if device.type == "cpu":
-        return batch
+def _to_device(batch: SslBatch, device: torch.device, normalize) -> SslBatch:
+    """The batch on `device`, its (N, 1, H, W) crops normalised there to (N, 3, H, W)."""
+    if device.type != "cpu":
+        _copy_to(batch, device)
+    batch.global_crops = normalize(batch.global_crops)
+    if batch.local_crops is not None:
+        batch.local_crops = normalize(batch.local_crops)
+    return batch
+
+
+def _copy_to(batch: SslBatch, device: torch.device) -> None:
     batch.global_crops = batch.global_crops.to(device, non_blocking=True)
     if batch.local_crops is not None:
         batch.local_crops = batch.local_crops.to(device, non_blocking=True)
     if batch.masks is not None:
         for field in ("masks_bn", "mask_indices_m", "masks_weight_m", "n_masked_patches"):
             setattr(batch.masks, field, getattr(batch.masks, field).to(device, non_blocking=True))
-    return batch
 
 
 def _mean_over_ranks(losses: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -222,9 +264,8 @@ def pretrain(
         warmup_teacher_temp_epochs=teacher_cfg["warmup_teacher_temp_epochs"],
         freeze_last_layer_epochs=optim_cfg["freeze_last_layer_epochs"],
     )
-    make_batch = BatchMaker(
-        config, make_source(config), rank(), world_size(), make_normalizer(backbone)
-    )
+    make_batch = BatchMaker(config, make_source(config), rank(), world_size())
+    normalize = make_normalizer(backbone, device)
     make_batch.patch_size = backbone.patch_size
     student_params = [p for p in meta.student.parameters() if p.requires_grad]
     last_layer_params = [p for n, p in meta.student.named_parameters() if "last_layer" in n]
@@ -238,6 +279,9 @@ def pretrain(
 
     total_steps = train_cfg["epochs"] * train_cfg["epoch_length"]
     end_step = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
+    batches = batch_stream(
+        make_batch, start_step, end_step, config["data"]["num_workers"], device.type == "cuda"
+    )
     bar = tqdm(
         range(start_step, end_step),
         initial=start_step,
@@ -254,7 +298,7 @@ def pretrain(
                 schedules.weight_decay[step],
                 schedules.last_layer_lr[step],
             )
-            batch = _to_device(make_batch(step), device)
+            batch = _to_device(next(batches), device, normalize)
 
             meta.student.train()
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

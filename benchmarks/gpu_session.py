@@ -1,0 +1,151 @@
+"""The prepared GPU session: train both release encoders, then benchmark a gpu-paper step.
+
+One command for a short GPU lease (`device` tool), so it calibrates itself: a 40-step run measures
+images/s, and each release run gets the number of epochs that fits its time budget. Everything a
+later `raddino release` needs comes back as one tar per run under $OUT; the fp16 general
+encoder is written to raddino/release/general.safetensors first, so that the phantom run starts
+from exactly the weights that will ship (`init: raddino:general`).
+
+    OUT=/tmp/out PYTHONPATH=. python benchmarks/gpu_session.py            # on the GPU machine
+    OUT=/tmp/out PYTHONPATH=. python benchmarks/gpu_session.py --dry-run  # tiny, on a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+
+from raddino.ssl.config import load_config
+from raddino.ssl.train import pretrain
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "hardware.json", "teacher_backbone.safetensors")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def measured_images_per_s(run_dir: Path, skip: int) -> float:
+    """Median images/s of the logged steps after the first `skip` (warm-up, worker start)."""
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return statistics.median(r["images_per_s"] for r in records[skip:])
+
+
+def epochs_for(budget_s: float, images_per_s: float, config: dict, cap: int) -> int:
+    """Epochs of the profile's epoch_length that fit `budget_s` at `images_per_s`."""
+    per_epoch = config["train"]["batch_size_per_device"] * config["train"]["epoch_length"]
+    return max(2, min(cap, int(budget_s * images_per_s / per_epoch)))
+
+
+def pack(run_dir: Path, out: Path) -> None:
+    with tarfile.open(out, "w") as tar:
+        for name in RUN_FILES:
+            tar.add(run_dir / name, arcname=f"{run_dir.name}/{name}")
+    log(f"packed {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes, for a CPU rehearsal")
+    parser.add_argument("--general-s", type=float, default=110.0)
+    parser.add_argument("--phantom-s", type=float, default=170.0)
+    parser.add_argument("--runs", type=Path, default=Path("/tmp/gpu_runs"))
+    args = parser.parse_args()
+    out = Path(os.environ["OUT"])
+    out.mkdir(parents=True, exist_ok=True)
+    tiny = (
+        {
+            "data.max_images": 64,
+            "data.pool_size": 64,
+            "data.num_workers": 2,
+            "data.phantom_size": 96,
+            "train.batch_size_per_device": 8,
+            "train.epoch_length": 2,
+            "train.checkpoint_every": 2,
+            "crops.global_crops_size": 56,
+            "crops.local_crops_size": 28,
+        }
+        if args.dry_run
+        else {}
+    )
+    log(
+        f"torch {torch.__version__}, cuda {torch.cuda.is_available()}, "
+        f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu'}"
+    )
+
+    shm = shutil.disk_usage("/dev/shm")
+    log(f"/dev/shm free {shm.free / 2**30:.1f} GiB; {os.cpu_count()} CPUs")
+
+    calib_dir = args.runs / "calibrate"
+    calib = load_config(
+        "general-release",
+        {
+            **tiny,
+            "data.max_images": 64 if args.dry_run else 1024,
+            "train.epochs": 2,
+            "train.epoch_length": 3 if args.dry_run else 20,
+            "optim.warmup_epochs": 1,
+        },
+    )
+    pretrain(calib, calib_dir, progress=False)
+    images_per_s = measured_images_per_s(calib_dir, skip=15 if not args.dry_run else 2)
+    log(f"calibration: {images_per_s:.0f} images/s")
+    (out / "calibration.json").write_text(json.dumps({"images_per_s": images_per_s}))
+
+    for name, budget, cap in (("general", args.general_s, 40), ("phantom", args.phantom_s, 60)):
+        profile = f"{name}-release"
+        base = load_config(profile, tiny)
+        epochs = epochs_for(budget, images_per_s, base, cap) if not args.dry_run else 2
+        log(f"{profile}: {epochs} epochs x {base['train']['epoch_length']} steps")
+        tic = time.perf_counter()
+        config = load_config(profile, {**tiny, "train.epochs": epochs})
+        final = pretrain(config, args.runs / name, progress=False)
+        log(f"{profile}: done in {time.perf_counter() - tic:.0f} s")
+        records = (args.runs / name / "metrics.jsonl").read_text().splitlines()
+        for line in (records[0], records[len(records) // 2], records[-1]):
+            log(f"  {line}")
+        pack(args.runs / name, out / f"{name}.tar")
+        if (
+            name == "general" and not args.dry_run
+        ):  # what the phantom run starts from, exactly as it will ship
+            from raddino.models.weights import RELEASE_DIR, load_backbone, save_backbone
+
+            save_backbone(
+                load_backbone(final), RELEASE_DIR / "general.safetensors", dtype=torch.float16
+            )
+
+    if torch.cuda.is_available():
+        for case in ("gpu-paper", "vitb224"):
+            log(f"benchmark {case}")
+            subprocess.run(
+                [
+                    sys.executable,
+                    "benchmarks/train_step.py",
+                    "--case",
+                    case,
+                    "--device",
+                    "cuda",
+                    "--bf16",
+                    "--steps",
+                    "10",
+                    "--out",
+                    str(out / f"bench_{case}.json"),
+                ],
+                check=False,
+            )
+    log("session done")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
