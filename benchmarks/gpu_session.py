@@ -54,11 +54,33 @@ def pack(run_dir: Path, out: Path) -> None:
     log(f"packed {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 
+def calibrate(args, tiny: dict, calib_dir: Path, out: Path) -> float:
+    """Images/s of a short run of the general profile on this machine."""
+    calib = load_config(
+        "general-release",
+        {
+            **tiny,
+            "data.max_images": 64 if args.dry_run else 1024,
+            "train.epochs": 2,
+            "train.epoch_length": 3 if args.dry_run else 20,
+            "optim.warmup_epochs": 1,
+        },
+    )
+    pretrain(calib, calib_dir, progress=False)
+    images_per_s = measured_images_per_s(calib_dir, skip=15 if not args.dry_run else 2)
+    log(f"calibration: {images_per_s:.0f} images/s")
+    (out / "calibration.json").write_text(json.dumps({"images_per_s": images_per_s}))
+
+    return images_per_s
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, for a CPU rehearsal")
     parser.add_argument("--general-s", type=float, default=110.0)
     parser.add_argument("--phantom-s", type=float, default=170.0)
+    parser.add_argument("--only", choices=("general", "phantom"), help="one release run")
+    parser.add_argument("--epochs", type=int, help="fixed epochs (no calibration)")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/gpu_runs"))
     args = parser.parse_args()
     out = Path(os.environ["OUT"])
@@ -87,25 +109,19 @@ def main() -> int:
     log(f"/dev/shm free {shm.free / 2**30:.1f} GiB; {os.cpu_count()} CPUs")
 
     calib_dir = args.runs / "calibrate"
-    calib = load_config(
-        "general-release",
-        {
-            **tiny,
-            "data.max_images": 64 if args.dry_run else 1024,
-            "train.epochs": 2,
-            "train.epoch_length": 3 if args.dry_run else 20,
-            "optim.warmup_epochs": 1,
-        },
-    )
-    pretrain(calib, calib_dir, progress=False)
-    images_per_s = measured_images_per_s(calib_dir, skip=15 if not args.dry_run else 2)
-    log(f"calibration: {images_per_s:.0f} images/s")
-    (out / "calibration.json").write_text(json.dumps({"images_per_s": images_per_s}))
+    if args.epochs:
+        images_per_s = 0.0
+    else:
+        images_per_s = calibrate(args, tiny, calib_dir, out)
 
     for name, budget, cap in (("general", args.general_s, 40), ("phantom", args.phantom_s, 60)):
+        if args.only and name != args.only:
+            continue
         profile = f"{name}-release"
         base = load_config(profile, tiny)
-        epochs = epochs_for(budget, images_per_s, base, cap) if not args.dry_run else 2
+        epochs = args.epochs or (
+            epochs_for(budget, images_per_s, base, cap) if not args.dry_run else 2
+        )
         log(f"{profile}: {epochs} epochs x {base['train']['epoch_length']} steps")
         tic = time.perf_counter()
         config = load_config(profile, {**tiny, "train.epochs": epochs})
@@ -125,7 +141,7 @@ def main() -> int:
             )
 
     if torch.cuda.is_available():
-        for case in ("gpu-paper", "vitb224"):
+        for case in ("gpu-paper",):
             log(f"benchmark {case}")
             subprocess.run(
                 [
@@ -137,11 +153,12 @@ def main() -> int:
                     "cuda",
                     "--bf16",
                     "--steps",
-                    "10",
+                    "5",
                     "--out",
                     str(out / f"bench_{case}.json"),
                 ],
                 check=False,
+                timeout=90,
             )
     log("session done")
     return 0
