@@ -8,6 +8,19 @@ from exactly the weights that will ship (`init: raddino:general`).
 
     OUT=/tmp/out PYTHONPATH=. python benchmarks/gpu_session.py            # on the GPU machine
     OUT=/tmp/out PYTHONPATH=. python benchmarks/gpu_session.py --dry-run  # tiny, on a CPU
+
+`--variant "NAME:key=value;key=value"` (repeatable) instead trains phantom-release variants for
+`--epochs` each and frozen-probes every one on this machine's GPU with the release bar
+(`raddino.ssl.release.frozen_probe_metrics`), beside the shipped phantom and a random init;
+`sweep.json` grows after each variant, so a cut-off session still returns what it measured.
+The sweep the first H200 session left for the next one (hypotheses in the issue-4 notes: the
+recipe's crop and intensity invariances erase what the findings are made of; flat DINO targets):
+
+    python3 benchmarks/gpu_session.py --no-bench --epochs 8 --variant as_is: \
+        --variant "layout:crops.global_crops_side=[0.85, 1.0];crops.local_crops_side=[0.3, 0.6]" \
+        --variant "gentle:crops.photometric_strength=0.25" \
+        --variant "sharp:teacher.teacher_temp=0.015;teacher.warmup_teacher_temp=0.015" \
+        --variant "mim:ibot.loss_weight=2.0;ibot.mask_sample_probability=1.0"
 """
 
 from __future__ import annotations
@@ -77,6 +90,61 @@ def calibrate(args, tiny: dict, calib_dir: Path, out: Path) -> float:
     return images_per_s
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """`name:key=value;key=value` -> (name, overrides); `name:` alone is the profile as is.
+    (`;` separates pairs because list values such as `[0.8, 1.0]` hold commas.)"""
+    name, sep, rest = text.partition(":")
+    if not sep or not name:
+        raise ValueError(f"--variant expects NAME:key=value;..., got {text!r}")
+    pairs = [item.strip() for item in rest.split(";") if item.strip()]
+    overrides = dict(pair.split("=", 1) for pair in pairs)
+    return name, overrides
+
+
+def sweep(args, tiny: dict, out: Path) -> None:
+    """Train each phantom-release variant, probe it with the release bar, write sweep.json."""
+    from dataclasses import asdict
+
+    from raddino.ssl.release import ReleaseEval, frozen_probe_metrics, random_init_spec
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    evaluation = (
+        ReleaseEval(device=device)
+        if not args.dry_run
+        else ReleaseEval(
+            probe_n=80,
+            segmentation_n=40,
+            segmentation_epochs=1,
+            device=device,
+            probe_seeds=2,
+            metadata_folds=2,
+        )
+    )
+    probes_root = str(args.runs / "probes")
+    variants = [parse_variant(text) for text in args.variant]
+    report: dict = {"evaluation": asdict(evaluation), "epochs": args.epochs, "variants": {}}
+    base = load_config("phantom-release", tiny)
+    for spec in (random_init_spec(base), "raddino:phantom"):
+        report[spec] = frozen_probe_metrics(spec, evaluation, probes_root)
+        log(f"{spec}: {report[spec]}")
+    for name, overrides in variants:
+        config = load_config("phantom-release", {**tiny, "train.epochs": args.epochs, **overrides})
+        tic = time.perf_counter()
+        final = pretrain(config, args.runs / name, progress=False)
+        train_s = time.perf_counter() - tic
+        last = json.loads((args.runs / name / "metrics.jsonl").read_text().splitlines()[-1])
+        metrics = frozen_probe_metrics(str(final), evaluation, probes_root)
+        report["variants"][name] = {
+            "overrides": overrides,
+            "train_s": round(train_s, 1),
+            "last_step": last,
+            "frozen_probes": metrics,
+        }
+        log(f"{name} ({train_s:.0f} s): {metrics}; teacher entropy {last['teacher_entropy']}")
+        (out / "sweep.json").write_text(json.dumps(report, indent=2))
+        pack(args.runs / name, out / f"variant_{name}.tar")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, for a CPU rehearsal")
@@ -84,6 +152,8 @@ def main() -> int:
     parser.add_argument("--phantom-s", type=float, default=170.0)
     parser.add_argument("--only", choices=("general", "phantom"), help="one release run")
     parser.add_argument("--epochs", type=int, help="fixed epochs (no calibration)")
+    parser.add_argument("--variant", action="append", default=[], help="NAME:key=v;key=v")
+    parser.add_argument("--no-bench", action="store_true", help="skip the gpu-paper benchmark")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/gpu_runs"))
     args = parser.parse_args()
     out = Path(os.environ["OUT"])
@@ -117,7 +187,14 @@ def main() -> int:
     else:
         images_per_s = calibrate(args, tiny, calib_dir, out)
 
-    for name, budget, cap in (("general", args.general_s, 40), ("phantom", args.phantom_s, 60)):
+    if args.variant:
+        if not args.epochs:
+            raise SystemExit("--variant needs --epochs (the same for every variant)")
+        sweep(args, tiny, out)
+        runs = ()
+    else:
+        runs = (("general", args.general_s, 40), ("phantom", args.phantom_s, 60))
+    for name, budget, cap in runs:
         if args.only and name != args.only:
             continue
         profile = f"{name}-release"
@@ -143,7 +220,7 @@ def main() -> int:
                 load_backbone(final), RELEASE_DIR / "general.safetensors", dtype=torch.float16
             )
 
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() and not args.no_bench:
         for case in ("gpu-paper",):
             log(f"benchmark {case}")
             subprocess.run(

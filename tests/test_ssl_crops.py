@@ -109,3 +109,16 @@ def test_bad_inputs_raise_clear_errors():
         MultiCropAugmentation(56)(torch.rand(3, 32, 32), torch.Generator())
     with pytest.raises(ValueError, match=r"\(1, H, W\)"):
         MultiCropAugmentation(56)(torch.zeros(1, 32, 32, dtype=torch.uint8), torch.Generator())
+
+
+def test_photometric_strength_scales_the_jitter_ranges():
+    jitter = PhotometricJitter(blur_p=0.0)
+    assert jitter.scaled(1.0) == jitter  # the default recipe is untouched, bit for bit
+    image = torch.rand(1, 32, 32, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(1)
+    assert all(torch.equal(photometric(image, jitter.scaled(0.0), gen), image) for _ in range(5))
+    assert not all(
+        torch.equal(photometric(image, jitter.scaled(0.5), gen), image) for _ in range(5)
+    )
+    half = jitter.scaled(0.5)
+    assert (half.brightness, half.contrast) == (0.2, 0.2) and abs(half.gamma - 1.5**0.5) < 1e-12

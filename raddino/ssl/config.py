@@ -44,6 +44,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "crops.global_crops_size": (14, 4096),
     "crops.local_crops_size": (14, 4096),
     "crops.local_crops_number": (0, 64),
+    "crops.photometric_strength": (0.0, 2.0),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": ("phantom", "folder", "deadleaves"),

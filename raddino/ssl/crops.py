@@ -17,7 +17,7 @@ Official DINOv2's `GaussianBlur(p)` wraps `RandomApply(p=1 - p)`, i.e. blurs wit
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torchvision.transforms.v2.functional as TF
@@ -35,6 +35,15 @@ class PhotometricJitter:
     blur_p: float = 0.5
     blur_sigma_at_224: tuple[float, float] = (0.1, 2.0)  # px at a 224 px crop, scaled by size
     solarize_p: float = 0.0
+
+    def scaled(self, strength: float) -> PhotometricJitter:
+        """Brightness, contrast and log-gamma ranges times `strength` (0: none, 1: as is)."""
+        return replace(
+            self,
+            brightness=self.brightness * strength,
+            contrast=self.contrast * strength,
+            gamma=self.gamma**strength,
+        )
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -130,7 +139,12 @@ class MultiCropAugmentation:
     @classmethod
     def from_config(cls, crops: dict) -> MultiCropAugmentation:
         """The augmentation of a pretraining config's `crops` section (trainer and figures)."""
+        strength = float(crops.get("photometric_strength", 1.0))
+        default = cls()
         return cls(
+            global1_jitter=default.global1_jitter.scaled(strength),
+            global2_jitter=default.global2_jitter.scaled(strength),
+            local_jitter=default.local_jitter.scaled(strength),
             global_crops_size=crops["global_crops_size"],
             local_crops_size=crops["local_crops_size"],
             global_crops_side=tuple(crops["global_crops_side"]),
