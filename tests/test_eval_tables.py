@@ -241,3 +241,23 @@ def test_attention_frame_keeps_absent_findings():
     assert list(frame["finding"]) == ["tube", "ptx"]
     assert frame.loc[0, "best_head_lift"] == 3.0 and frame.loc[0, "n_images"] == 5
     assert frame.loc[1, "n_images"] == 0 and np.isnan(frame.loc[1, "lift"])
+
+
+def test_global_property_table_reads_view_from_pixels(tmp_path):
+    """Raw pixels tell PA from AP on phantoms (AP is magnified); the table says so, beside a
+    majority-class row that is the share of the larger view."""
+    from raddino.data.dataset_folder import DatasetFolder
+    from raddino.eval.ablations import global_property_table
+    from raddino.pipeline import phantom_folder
+
+    path = phantom_folder(80, 64, 5, views=("PA", "AP"), with_masks=False, root=str(tmp_path),
+                          quiet=True)  # fmt: skip
+    folder = DatasetFolder.open(path)
+    frame = global_property_table({"pixels": "pixels:16"}, folder, size=64,
+                                  runs_root=str(tmp_path))  # fmt: skip
+    assert list(frame.columns) == ["view (PA/AP)", "sex", "age bin", "BMI bin"]
+    assert list(frame.index) == ["pixels", "majority class"]
+    share_ap = (folder.table["view"] == "AP").mean()
+    assert abs(frame.loc["majority class", "view (PA/AP)"] - max(share_ap, 1 - share_ap)) < 0.1
+    assert frame.loc["pixels", "view (PA/AP)"] > frame.loc["majority class", "view (PA/AP)"] + 0.1
+    assert frame.to_numpy().min() >= 0.0 and frame.to_numpy().max() <= 1.0

@@ -84,3 +84,50 @@ def by_finding_scale(frame: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def global_property_table(
+    encoders: Mapping[str, str],
+    folder: Any,
+    *,
+    size: int,
+    folds: int = 5,
+    seed: int = 0,
+    runs_root: str = "runs",
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """How much of a phantom's global, pixel-obvious properties frozen class tokens keep: view
+    (PA vs AP) and the metadata bins (sex, age, BMI), as cross-validated accuracy (folds by
+    subject) of a logistic regression; one row per encoder and a majority-class row. A diagnostic,
+    not the paper's Table 7 protocol: the solver runs to convergence (max_iter 2000)."""
+    import numpy as np
+
+    from raddino.eval.features import extract
+    from raddino.eval.metadata import MetadataConfig, cross_validate_variable
+    from raddino.eval.tables import metadata_per_variable
+
+    table = folder.table
+    view_codes = (table["view"].to_numpy() == "AP").astype(np.int64)
+    subjects = table["subject_id"].astype(str).to_numpy()
+    config = MetadataConfig(variables=("sex", "age", "bmi"), folds=folds, seed=seed, max_iter=2000)
+    rows, majority = {}, {}
+    for name, spec in encoders.items():
+        features = extract(
+            spec,
+            folder,
+            size=None if spec.startswith("pixels") else size,
+            which=["cls"],
+            cache_dir=f"{runs_root}/features",
+            device=device,
+            seed=seed,
+        )["cls"]
+        features = np.asarray(features, dtype=np.float32)
+        results = {"view": cross_validate_variable(features, view_codes, subjects, config)}
+        results.update(metadata_per_variable(features, table, config))
+        rows[name] = {k: r.get("accuracy", {}).get("mean", np.nan) for k, r in results.items()}
+        majority = {
+            k: r.get("majority_class_accuracy", {}).get("mean", np.nan) for k, r in results.items()
+        }
+    frame = pd.DataFrame.from_dict({**rows, "majority class": majority}, orient="index")
+    frame.columns = ["view (PA/AP)", "sex", "age bin", "BMI bin"]
+    return frame
