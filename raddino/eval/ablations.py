@@ -17,6 +17,22 @@ FINDING_SCALE: dict[str, tuple[str, ...]] = {
 }
 
 
+def cached_cls(spec: str, folder: Any, *, size: int | None, seed: int, runs_root: str, device: str):
+    """(N, C) frozen class tokens of `spec` on `folder` through the feature cache; the pixel
+    baseline keeps its own grid (`size` applies to the ViTs)."""
+    from raddino.eval.features import extract
+
+    return extract(
+        spec,
+        folder,
+        size=None if spec.startswith("pixels") else size,
+        which=["cls"],
+        cache_dir=f"{runs_root}/features",
+        device=device,
+        seed=seed,
+    )["cls"]
+
+
 def probe_encoders(
     encoders: Mapping[str, str],
     folder: Any,
@@ -30,24 +46,14 @@ def probe_encoders(
 ) -> pd.DataFrame:
     """`probe_frame` (encoder, finding, auprc_mean, ...) of frozen CLS features; `encoders` maps a
     display name to an encoder spec; `size` is the encoder input side (None: its own)."""
-    from raddino.eval.features import extract
     from raddino.eval.probe import ProbeConfig, run_probes
     from raddino.eval.tables import probe_frame
 
     config = ProbeConfig(method="sklearn", seeds=seeds, c=c, split_seed=seed)
     results = {}
     for name, spec in encoders.items():
-        features = extract(
-            spec,
-            folder,
-            size=None if spec.startswith("pixels") else size,
-            which=["cls"],
-            cache_dir=f"{runs_root}/features",
-            device=device,
-            seed=seed,
-        )
         results[name] = run_probes(
-            features["cls"],
+            cached_cls(spec, folder, size=size, seed=seed, runs_root=runs_root, device=device),
             folder.labels_array(),
             folder.table["subject_id"].to_numpy(),
             folder.label_names,
@@ -102,7 +108,6 @@ def global_property_table(
     not the paper's Table 7 protocol: the solver runs to convergence (max_iter 2000)."""
     import numpy as np
 
-    from raddino.eval.features import extract
     from raddino.eval.metadata import MetadataConfig, cross_validate_variable
     from raddino.eval.tables import metadata_per_variable
 
@@ -112,16 +117,10 @@ def global_property_table(
     config = MetadataConfig(variables=("sex", "age", "bmi"), folds=folds, seed=seed, max_iter=2000)
     rows, majority = {}, {}
     for name, spec in encoders.items():
-        features = extract(
-            spec,
-            folder,
-            size=None if spec.startswith("pixels") else size,
-            which=["cls"],
-            cache_dir=f"{runs_root}/features",
-            device=device,
-            seed=seed,
-        )["cls"]
-        features = np.asarray(features, dtype=np.float32)
+        features = np.asarray(
+            cached_cls(spec, folder, size=size, seed=seed, runs_root=runs_root, device=device),
+            dtype=np.float32,
+        )
         results = {"view": cross_validate_variable(features, view_codes, subjects, config)}
         results.update(metadata_per_variable(features, table, config))
         rows[name] = {k: r.get("accuracy", {}).get("mean", np.nan) for k, r in results.items()}
