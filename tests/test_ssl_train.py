@@ -110,3 +110,19 @@ def test_worker_processes_and_prerendering_change_nothing_but_speed(tmp_path):
 def test_prerender_needs_a_finite_data_set():
     with pytest.raises(ValueError, match="data.max_images"):
         _smoke(**{"data.prerender": True})
+
+
+def test_tensorboard_holds_the_metrics_once_per_step_after_a_resume(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = _smoke(**{"train.tensorboard": True})
+    pretrain(config, tmp_path / "run", progress=False, stop_at_step=5)  # "killed" after step 4
+    pretrain(config, tmp_path / "run", progress=False)  # resumes from the checkpoint at step 3
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    events.Reload()
+    logged = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for key in ("total", "teacher_entropy", "lr"):
+        scalars = events.Scalars(key)
+        assert [s.step for s in scalars] == list(range(6)), key
+        expected = [record[key] for record in logged]
+        assert [s.value for s in scalars] == pytest.approx(expected, rel=1e-6), key

@@ -216,6 +216,19 @@ def _optimizer_step(optimizer: torch.optim.Optimizer, scaler) -> bool:
     return scaler.get_scale() < scale_before
 
 
+def _open_tensorboard(run_dir: Path, start_step: int):
+    """A SummaryWriter on RUN/tensorboard/; on resume it purges events from `start_step` on,
+    as metrics.jsonl drops its records after the checkpoint."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ValueError(
+            "config key 'train.tensorboard' is true but the tensorboard package is missing: "
+            "pip install 'raddino[tensorboard]'"
+        ) from err
+    return SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step)
+
+
 def _finite_or_none(value: float) -> float | None:
     """A number for metrics.jsonl; None (JSON null) for inf/NaN, which JSON cannot hold."""
     return round(value, 6) if math.isfinite(value) else None
@@ -276,6 +289,7 @@ def pretrain(
     metrics_path = run_dir / "metrics.jsonl"
     if is_main:
         ckpt.truncate_metrics(metrics_path, start_step)
+    board = _open_tensorboard(run_dir, start_step) if is_main and train_cfg["tensorboard"] else None
 
     total_steps = train_cfg["epochs"] * train_cfg["epoch_length"]
     end_step = total_steps if stop_at_step is None else min(stop_at_step, total_steps)
@@ -341,10 +355,15 @@ def pretrain(
             if is_main:
                 with metrics_path.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
+                if board is not None:
+                    for key, value in record.items():
+                        if key != "step" and isinstance(value, int | float):
+                            board.add_scalar(key, value, step)
                 bar.set_postfix(
                     loss=f"{record['total']:.3f}",
                     ent=f"{record['teacher_entropy']:.2f}",
                     lr=f"{record['lr']:.1e}",
+                    mom=f"{record['momentum']:.4f}",
                     ips=f"{record['images_per_s']:.0f}",
                 )
 
@@ -352,6 +371,8 @@ def pretrain(
                 ckpt.save_training_state(
                     run_dir, step, meta, optimizer, scaler, collapsed_steps, train_cfg
                 )
+                if board is not None:
+                    board.flush()  # events up to the checkpoint survive a kill
             if (
                 collapsed_steps >= config["health"]["collapse_patience"]
                 and config["health"]["fail_on_collapse"]
@@ -363,6 +384,8 @@ def pretrain(
                     "lower the teacher temperature or the number of prototypes"
                 )
 
+    if board is not None:
+        board.close()
     final = run_dir / "teacher_backbone.safetensors"
     if end_step == total_steps:
         teacher = parallel.unsharded_teacher_backbone(meta, sharded, keep=is_main)
