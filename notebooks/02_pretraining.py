@@ -203,7 +203,7 @@ if shipped:
 # ## Why the bar is not met yet: what the class tokens keep
 #
 # The releases were trained on a GPU for 256,000 phantom images (one H200, 2.5 minutes), about
-# twelve times what the earlier CPU runs saw, and the table above barely moved. So data and
+# eleven times what the earlier CPU runs saw, and the table above barely moved. So data and
 # compute are not what is missing. The table below asks a simpler question than findings. How
 # much of a phantom's *global, pixel-obvious* properties does each encoder's class token keep?
 # The properties are the view (PA or AP, where AP is magnified and brighter), and the sex, age and
