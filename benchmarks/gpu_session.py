@@ -221,25 +221,12 @@ def main() -> int:
             )
 
     if torch.cuda.is_available() and not args.no_bench:
-        for case in ("gpu-paper",):
-            log(f"benchmark {case}")
-            subprocess.run(
-                [
-                    sys.executable,
-                    "benchmarks/train_step.py",
-                    "--case",
-                    case,
-                    "--device",
-                    "cuda",
-                    "--bf16",
-                    "--steps",
-                    "5",
-                    "--out",
-                    str(out / f"bench_{case}.json"),
-                ],
-                check=False,
-                timeout=90,
-            )
+        for tag, extra in (("eager", []), ("compiled", ["--compile"])):
+            log(f"benchmark gpu-paper ({tag})")
+            command = [sys.executable, "benchmarks/train_step.py", "--case", "gpu-paper"]
+            command += ["--device", "cuda", "--bf16", "--steps", "5", *extra]
+            command += ["--out", str(out / f"bench_gpu-paper_{tag}.json")]
+            subprocess.run(command, check=False, timeout=150)
     log("session done")
     return 0
 

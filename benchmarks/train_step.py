@@ -85,12 +85,18 @@ def step_flops(config: dict, backbone, batch) -> int:
     return 3 * student + teacher
 
 
-def bench_case(name: str, steps: int, device: torch.device, bf16: bool) -> dict:
+def bench_case(
+    name: str, steps: int, device: torch.device, bf16: bool, compile_blocks: bool = False
+) -> dict:
     profile, overrides = CASES[name]
     config = load_config(profile, overrides)
     torch.manual_seed(0)
     backbone = build_backbone_for(config)
     meta = DinoV2MetaArch(backbone, config).to(device)
+    if compile_blocks:
+        from raddino.ssl.parallel import compile_blocks as compile_each_block
+
+        compile_each_block(meta)
     optimizer = build_optimizer(meta, config)
     for group in optimizer.param_groups:
         group["lr"], group["weight_decay"] = 1e-4, 0.04
@@ -116,7 +122,8 @@ def bench_case(name: str, steps: int, device: torch.device, bf16: bool) -> dict:
         optimizer.step()
         meta.update_teacher(0.996)
 
-    one_step()  # warm-up
+    one_step()  # warm-up (and compilation)
+    one_step()
     synchronize(device)
     times = []
     for _ in range(steps):
@@ -128,6 +135,7 @@ def bench_case(name: str, steps: int, device: torch.device, bf16: bool) -> dict:
     flops = step_flops(config, backbone, batch)
     return {
         "case": name,
+        "compiled": compile_blocks,
         "arch": config["model"]["arch"],
         "batch": batch.batch_size,
         "global_size": batch.global_crops.shape[-1],
@@ -148,6 +156,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each block")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/bench/train_step.json"))
     args = parser.parse_args()
@@ -157,7 +166,7 @@ def main() -> int:
     peak = matmul_peak_gflops(device, torch.bfloat16 if args.bf16 else torch.float32)
     results = []
     for name in args.case or ["cpu", "vitb224"]:
-        result = bench_case(name, args.steps, device, args.bf16)
+        result = bench_case(name, args.steps, device, args.bf16, args.compile)
         result["fraction_of_matmul_peak"] = result["achieved_gflops"] / peak["gflops"]
         results.append(result)
         print(json.dumps(result))

@@ -126,3 +126,23 @@ def test_tensorboard_holds_the_metrics_once_per_step_after_a_resume(tmp_path):
         assert [s.step for s in scalars] == list(range(6)), key
         expected = [record[key] for record in logged]
         assert [s.value for s in scalars] == pytest.approx(expected, rel=1e-6), key
+
+
+def test_compiled_blocks_train_like_eager_ones(tmp_path):
+    """train.compile changes how the blocks run, not what they compute (to float rounding)."""
+    base = {"train.epochs": 1, "train.epoch_length": 2, "model.drop_path_rate": 0.0}
+    eager = load_file(pretrain(_smoke(**base), tmp_path / "eager", progress=False))
+    compiled_run = pretrain(_smoke(**base, **{"train.compile": True}), tmp_path / "compiled",
+                            progress=False)  # fmt: skip
+    compiled = load_file(compiled_run)
+    assert eager.keys() == compiled.keys()  # Module.compile keeps the parameter names
+    for name in eager:
+        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-4, atol=1e-5)
+    losses = [
+        [
+            json.loads(x)["total"]
+            for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        ]
+        for run in ("eager", "compiled")
+    ]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)

@@ -258,6 +258,8 @@ def pretrain(
     meta = DinoV2MetaArch(backbone, config).to(device)
     parallel.check_precision_supported(config, device)
     sharded = parallel.wrap_for_training(meta, config, device)  # before the optimizer sees params
+    if config["train"]["compile"]:
+        parallel.compile_blocks(meta)
     torch.manual_seed(config["train"]["seed"] * 1000 + rank())  # drop-path streams differ per rank
     optimizer = build_optimizer(meta, config)
     train_cfg, optim_cfg, teacher_cfg = config["train"], config["optim"], config["teacher"]
