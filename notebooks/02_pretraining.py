@@ -200,37 +200,70 @@ if shipped:
     display(release_probe_table(shipped).style.format("{:.3f}"))
 
 # %% [markdown]
-# ## Why the bar is not met yet: what the class tokens keep
+# ## Why the bar is not met yet
 #
-# The releases were trained on a GPU for 256,000 phantom images (one H200, 2.5 minutes), about
+# The releases were trained on a GPU for 256,000 phantom images (one H200, 2.5 minutes), over
 # eleven times what the earlier CPU runs saw, and the table above barely moved. So data and
-# compute are not what is missing. The table below asks a simpler question than findings. How
-# much of a phantom's *global, pixel-obvious* properties does each encoder's class token keep?
-# The properties are the view (PA or AP, where AP is magnified and brighter), and the sex, age and
-# BMI bins of the subject. Each column is a linear read-out, cross-validated by subject, and the
-# last row is what always guessing the larger class scores.
+# compute are not what is missing. Two measurements say what is.
 #
-# Raw pixels read all of these easily. Compare the encoder rows with the majority row. If a
-# trained encoder is no better than random init on view and age, its invariances have removed
-# what those properties are made of. Two invariances are suspects: global crops of 50-100 % of
-# the side, which make the token blind to where things are and how big they look, and strong
-# brightness, contrast and gamma jitter, which make it blind to intensity. On registered phantoms,
-# position, size and intensity *are* the findings. The next GPU session tests this with
-# `benchmarks/gpu_session.py --variant` (gentler crops, `crops.photometric_strength`, sharper
-# targets, more masked-image modelling), and probes each variant against the same bar.
+# **What the class tokens keep.** A simpler question than findings: how much of a phantom's
+# *global, pixel-obvious* properties does each encoder's class token keep? The properties are the
+# view (PA or AP, where AP is magnified and brighter), and the sex, age and BMI bins of the
+# subject. Each column is a linear read-out, cross-validated by subject. The last row is what
+# always guessing the larger class scores. Raw pixels read all of these easily; look at how
+# close the encoder rows sit to the majority row.
 
 # %%
-from raddino.eval.ablations import global_property_table
+from raddino.eval.ablations import crop_pair_retrieval, global_property_table
 from raddino.eval.tables import encoders_to_compare, probe_phantoms
+from raddino.ssl.config import load_config
 
 probe_folder = probe_phantoms(probe_n, probe_size, seed, runs_root)
-property_specs = encoders_to_compare(encoders)
+property_specs = {spec: spec for spec in encoders_to_compare(encoders)}
 properties = global_property_table(
-    {spec: spec for spec in property_specs},
-    probe_folder,
-    size=probe_size,
-    seed=seed,
-    runs_root=runs_root,
-    device=device,
+    property_specs, probe_folder, size=probe_size, seed=seed, runs_root=runs_root, device=device
 )
 display(properties.style.format("{:.3f}", na_rep="n/a"))
+
+# %% [markdown]
+# **Can the pretraining task be solved on phantoms at all?** DINO asks the student to give two
+# crops of one image the same prototype distribution. That teaches something only if two crops
+# of one image are more alike than crops of two different images. The table pairs each
+# phantom's second global crop with its first among up to 200 phantoms: the top-1 rate, for the
+# release recipe's crops, for the same crops without intensity jitter, and for whole-image views
+# with the jitter. Chance is in the last column.
+#
+# With the recipe's crops, even raw pixels barely pair a phantom's crops, and no encoder does
+# better. All phantoms share one anatomical template, so where a crop falls and how large it is
+# change an image more than which subject it shows. The instance-level task is then nearly
+# unsolvable, the teacher's targets flatten (in the curves above, the phantom run's teacher
+# entropy climbs from 0.58 to 0.87 of ln K), and the encoder learns little that tells subjects
+# apart. With whole-image views
+# the phantom encoder pairs far more images than random init does, so it did learn
+# intensity-invariant features of the subject. The crops are what erase the signal.
+#
+# The fix is on the data side (phantoms that differ more between subjects, as real radiographs
+# do), or augmentations sized to the data's own variation. A CPU test of gentler crops (85-100 %
+# of the side) with a quarter of the intensity jitter did not move the bar after 25,600 images.
+# The next GPU session sweeps such variants with `benchmarks/gpu_session.py --variant` and
+# probes each one against the same bar.
+
+# %%
+retrieval_crops = {
+    **load_config("phantom-release")["crops"],
+    "global_crops_size": probe_size,  # the probe images' own side
+}
+retrieval = crop_pair_retrieval(
+    property_specs,
+    probe_folder,
+    retrieval_crops,
+    {
+        "release crops + intensity jitter": {},
+        "release crops, no jitter": {"photometric_strength": 0.0},
+        "whole image + intensity jitter": {"global_crops_side": [1.0, 1.0]},
+    },
+    n=200,
+    seed=seed,
+    device=device,
+)
+display(retrieval.style.format("{:.3f}"))

@@ -261,3 +261,24 @@ def test_global_property_table_reads_view_from_pixels(tmp_path):
     assert abs(frame.loc["majority class", "view (PA/AP)"] - max(share_ap, 1 - share_ap)) < 0.1
     assert frame.loc["pixels", "view (PA/AP)"] > frame.loc["majority class", "view (PA/AP)"] + 0.1
     assert frame.to_numpy().min() >= 0.0 and frame.to_numpy().max() <= 1.0
+
+
+def test_crop_pair_retrieval_pairs_whole_views_and_not_random_crops(tmp_path):
+    from raddino.data.dataset_folder import DatasetFolder
+    from raddino.eval.ablations import crop_pair_retrieval
+    from raddino.pipeline import phantom_folder
+    from raddino.ssl.config import load_config
+
+    folder = DatasetFolder.open(phantom_folder(40, 56, 6, views=("PA",), with_masks=False,
+                                               root=str(tmp_path), quiet=True))  # fmt: skip
+    crops = {**load_config("smoke")["crops"], "global_crops_size": 56}
+    settings = {
+        "whole, no jitter": {"global_crops_side": [1.0, 1.0], "photometric_strength": 0.0},
+        "small crops": {"global_crops_side": [0.3, 0.4]},
+    }
+    frame = crop_pair_retrieval(
+        {"pixels": "pixels:8", "random": "random:vit_pico"}, folder, crops, settings, n=40
+    )
+    assert frame.loc["whole, no jitter", "pixels"] >= 0.9  # only blur differs between the views
+    assert frame.loc["small crops", "pixels"] < frame.loc["whole, no jitter", "pixels"]
+    assert frame["chance"].eq(1 / 40).all() and frame.to_numpy().max() <= 1.0

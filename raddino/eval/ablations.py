@@ -130,3 +130,60 @@ def global_property_table(
     frame = pd.DataFrame.from_dict({**rows, "majority class": majority}, orient="index")
     frame.columns = ["view (PA/AP)", "sex", "age bin", "BMI bin"]
     return frame
+
+
+def crop_pair_retrieval(
+    encoders: Mapping[str, str],
+    folder: Any,
+    crops: Mapping[str, Any],
+    settings: Mapping[str, Mapping[str, Any]],
+    *,
+    n: int = 200,
+    seed: int = 0,
+    device: str = "cpu",
+) -> pd.DataFrame:
+    """Can the pretraining task be solved on this data? For each augmentation setting (overrides
+    of the `crops` config section), the top-1 rate at which an image's second global crop is the
+    nearest (centred cosine) to its first among `n` images. `pixels:<g>` is the crop averaged to
+    g x g pixels. Chance is 1 / n."""
+    import torch
+    import torch.nn.functional as F
+
+    from raddino.embed import load_embedding_model
+    from raddino.ssl.crops import MultiCropAugmentation
+    from raddino.ssl.train import make_normalizer
+
+    n = min(n, len(folder))
+    images = [torch.from_numpy(folder.read_image(i)).float()[None] for i in range(n)]
+    models = {
+        name: load_embedding_model(spec, device, seed)[0].eval()
+        for name, spec in encoders.items()
+        if not spec.startswith("pixels")
+    }
+
+    def top1(first_nc: torch.Tensor, second_nc: torch.Tensor) -> float:
+        first = F.normalize(first_nc - first_nc.mean(0), dim=-1)
+        second = F.normalize(second_nc - second_nc.mean(0), dim=-1)
+        return float(((first @ second.T).argmax(1) == torch.arange(n)).float().mean())
+
+    rows = {}
+    for setting, overrides in settings.items():
+        augment = MultiCropAugmentation.from_config({**crops, **overrides})
+        pairs = [augment(image, torch.Generator().manual_seed(seed * 100_003 + i))["global"]
+                 for i, image in enumerate(images)]  # fmt: skip
+        first = torch.stack([p[0] for p in pairs])  # (n, 1, H, W)
+        second = torch.stack([p[1] for p in pairs])
+        row = {}
+        for name, spec in encoders.items():
+            if spec.startswith("pixels"):
+                grid = int(spec.partition(":")[2] or 16)
+                pooled = [F.adaptive_avg_pool2d(c, grid).flatten(1) for c in (first, second)]
+                row[name] = top1(*pooled)
+                continue
+            model, normalize = models[name], make_normalizer(models[name], device)
+            with torch.no_grad():
+                row[name] = top1(*(model(normalize(c.to(device))) for c in (first, second)))
+        rows[setting] = row
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame["chance"] = 1.0 / n
+    return frame
