@@ -236,17 +236,23 @@ display(properties.style.format("{:.3f}", na_rep="n/a"))
 # With the recipe's crops, even raw pixels barely pair a phantom's crops, and no encoder does
 # better. All phantoms share one anatomical template, so where a crop falls and how large it is
 # change an image more than which subject it shows. The instance-level task is then nearly
-# unsolvable, the teacher's targets flatten (in the curves above, the phantom run's teacher
-# entropy climbs from 0.58 to 0.87 of ln K), and the encoder learns little that tells subjects
-# apart. With whole-image views
-# the phantom encoder pairs far more images than random init does, so it did learn
-# intensity-invariant features of the subject. The crops are what erase the signal.
+# unsolvable, and the teacher's targets flatten: in the curves above, the phantom run's teacher
+# entropy climbs from 0.58 to 0.87 of ln K. With whole-image views the phantom encoder pairs far
+# more images than random init does. So it did learn intensity-invariant features of the
+# subject, but not features that a linear read-out turns into findings, view or age (the first
+# table).
 #
-# The fix is on the data side (phantoms that differ more between subjects, as real radiographs
-# do), or augmentations sized to the data's own variation. A CPU test of gentler crops (85-100 %
-# of the side) with a quarter of the intensity jitter did not move the bar after 25,600 images.
-# The next GPU session sweeps such variants with `benchmarks/gpu_session.py --variant` and
-# probes each one against the same bar.
+# Making the task easier is not enough either. Two CPU runs of 25,600 images each, continual
+# from `raddino:general`, left the bar where it was:
+#
+# * gentler crops (85-100 % of the side) with a quarter of the intensity jitter;
+# * whole-image global views (90-100 %) without local crops, whose teacher targets were much
+#   sharper.
+#
+# What a self-supervised encoder needs to see phantom findings is still an open question. Phantoms
+# that differ more between subjects, as real radiographs do, are the next thing to try. The next
+# GPU session sweeps recipe variants with `benchmarks/gpu_session.py --variant` and probes each
+# one against the same bar.
 
 # %%
 retrieval_crops = {
