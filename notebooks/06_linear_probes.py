@@ -52,7 +52,7 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from raddino.eval.features import extract
+from raddino.eval.ablations import cached_cls
 from raddino.eval.probe import ProbeConfig, run_probes
 from raddino.eval.tables import encoders_to_compare, probe_frame, probe_phantoms, wide_mean_std
 
@@ -68,38 +68,31 @@ print(
 # %% [markdown]
 # ## Features, once per encoder
 #
-# `raddino.eval.features.extract` runs each frozen encoder over the phantoms and caches the
-# features on disk (keyed by the encoder's weights, preprocessing and the dataset), so the
-# metadata chapter and any rerun read them instead of recomputing. The probe is a standardised
-# logistic regression per finding (scikit-learn), the same for every encoder.
+# `raddino.eval.ablations.cached_cls` (through `raddino.eval.features.extract`) runs each frozen
+# encoder over the phantoms and caches the features on disk (keyed by the encoder's weights,
+# preprocessing and the dataset), so the metadata chapter and any rerun read them instead of
+# recomputing. The probe is a standardised logistic regression per finding (scikit-learn), the
+# same for every encoder.
 
 # %%
-features = {
-    spec: extract(
-        spec,
-        folder,
-        size=None if spec.startswith("pixels") else image_size,
-        which=["cls"],
-        cache_dir=f"{runs_root}/features",
-        device=device,
-        seed=seed,
-    )
+features = {  # spec -> (N, C) class tokens, cached (pixels keep their own grid)
+    spec: cached_cls(spec, folder, size=image_size, seed=seed, runs_root=runs_root, device=device)
     for spec in specs
 }
 config = ProbeConfig(method="sklearn", seeds=probe_seeds, c=probe_c, split_seed=seed)
 results = {
     spec: run_probes(
-        fs["cls"],
+        cls_nc,
         folder.labels_array(),
         folder.table["subject_id"].to_numpy(),
         folder.label_names,
         config,
         progress=False,
     )
-    for spec, fs in features.items()
+    for spec, cls_nc in features.items()
 }
 for spec, result in results.items():
-    width = features[spec]["cls"].shape[1]
+    width = features[spec].shape[1]
     skipped = result["labels_not_probed"] or "none"
     print(f"{spec}: {width}-d features; not probed (no positives in a split): {skipped}")
 

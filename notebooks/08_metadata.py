@@ -56,7 +56,7 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from raddino.eval.features import extract
+from raddino.eval.ablations import cached_cls
 from raddino.eval.metadata import MetadataConfig
 from raddino.eval.tables import (
     encoders_to_compare,
@@ -104,16 +104,10 @@ results = {}
 with warnings.catch_warnings(record=True) as caught:  # counted below instead of printed each time
     warnings.simplefilter("always")
     for spec in specs:
-        features = extract(
-            spec,
-            folder,
-            size=None if spec.startswith("pixels") else image_size,
-            which=["cls"],
-            cache_dir=f"{runs_root}/features",
-            device=device,
-            seed=seed,
+        features = cached_cls(
+            spec, folder, size=image_size, seed=seed, runs_root=runs_root, device=device
         )
-        results[spec] = metadata_per_variable(features["cls"], folder.table, config)
+        results[spec] = metadata_per_variable(features, folder.table, config)
 kinds = Counter(type(w.message).__name__ for w in caught)
 if kinds:  # e.g. lbfgs stopping at the default 100 iterations, as the paper's "default settings"
     print("warnings while fitting:", dict(kinds))
