@@ -211,9 +211,8 @@ def main() -> int:
         for line in (records[0], records[len(records) // 2], records[-1]):
             log(f"  {line}")
         pack(args.runs / name, out / f"{name}.tar")
-        if (
-            name == "general" and not args.dry_run
-        ):  # what the phantom run starts from, exactly as it will ship
+        if name == "general" and not args.dry_run:
+            # what the phantom run starts from (init raddino:general), exactly as it will ship
             from raddino.models.weights import RELEASE_DIR, load_backbone, save_backbone
 
             save_backbone(

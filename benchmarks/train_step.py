@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from raddino.perf import matmul_peak_gflops, mlp_head_flops, synchronize, vit_forward_flops
+from raddino.ssl import parallel
 from raddino.ssl.config import load_config
 from raddino.ssl.data import BatchMaker, PhantomSource
 from raddino.ssl.meta_arch import DinoV2MetaArch
@@ -94,9 +95,7 @@ def bench_case(
     backbone = build_backbone_for(config)
     meta = DinoV2MetaArch(backbone, config).to(device)
     if compile_blocks:
-        from raddino.ssl.parallel import compile_blocks as compile_each_block
-
-        compile_each_block(meta)
+        parallel.compile_blocks(meta)
     optimizer = build_optimizer(meta, config)
     for group in optimizer.param_groups:
         group["lr"], group["weight_decay"] = 1e-4, 0.04

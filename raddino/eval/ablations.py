@@ -168,7 +168,8 @@ def crop_pair_retrieval(
 
     rows = {}
     for setting, overrides in settings.items():
-        augment = MultiCropAugmentation.from_config({**crops, **overrides})
+        # globals are drawn before locals, so dropping the unused locals keeps the same globals
+        augment = MultiCropAugmentation.from_config({**crops, **overrides, "local_crops_number": 0})
         pairs = [augment(image, torch.Generator().manual_seed(seed * 100_003 + i))["global"]
                  for i, image in enumerate(images)]  # fmt: skip
         first = torch.stack([p[0] for p in pairs])  # (n, 1, H, W)

@@ -115,6 +115,7 @@ class MultiCropAugmentation:
         global1_jitter: PhotometricJitter | None = None,
         global2_jitter: PhotometricJitter | None = None,
         local_jitter: PhotometricJitter | None = None,
+        photometric_strength: float = 1.0,
     ) -> None:
         for name, (low, high) in (
             ("global_crops_side", global_crops_side),
@@ -130,21 +131,23 @@ class MultiCropAugmentation:
         self.local_crops_side = local_crops_side
         self.n_local_crops = int(n_local_crops)
         self.horizontal_flip = horizontal_flip
-        self.global1_jitter = global1_jitter or PhotometricJitter(
-            blur_p=0.1, blur_sigma_at_224=(0.1, 1.0)
+        # strength 1.0 leaves every range as it is, bit for bit (PhotometricJitter.scaled)
+        self.global1_jitter = (
+            global1_jitter or PhotometricJitter(blur_p=0.1, blur_sigma_at_224=(0.1, 1.0))
+        ).scaled(photometric_strength)
+        self.global2_jitter = (global2_jitter or PhotometricJitter(blur_p=0.5)).scaled(
+            photometric_strength
         )
-        self.global2_jitter = global2_jitter or PhotometricJitter(blur_p=0.5)
-        self.local_jitter = local_jitter or PhotometricJitter(blur_p=0.5)
+        self.local_jitter = (local_jitter or PhotometricJitter(blur_p=0.5)).scaled(
+            photometric_strength
+        )
 
     @classmethod
     def from_config(cls, crops: dict) -> MultiCropAugmentation:
         """The augmentation of a pretraining config's `crops` section (trainer and figures)."""
-        strength = float(crops.get("photometric_strength", 1.0))
-        default = cls()
         return cls(
-            global1_jitter=default.global1_jitter.scaled(strength),
-            global2_jitter=default.global2_jitter.scaled(strength),
-            local_jitter=default.local_jitter.scaled(strength),
+            # configs written before the key existed (e.g. the shipped release manifests) mean 1.0
+            photometric_strength=float(crops.get("photometric_strength", 1.0)),
             global_crops_size=crops["global_crops_size"],
             local_crops_size=crops["local_crops_size"],
             global_crops_side=tuple(crops["global_crops_side"]),

@@ -58,7 +58,9 @@ class FolderSource:
         return self._folder.read_image(int(self._order[index % len(self._order)]))
 
 
-_RENDER_SOURCE = None  # the source a prerender worker renders from (inherited through fork)
+# What a prerender worker reads and writes, inherited through fork (set only while rendering).
+_RENDER_SOURCE = None
+_RENDER_BUFFER = None
 
 
 def _render_into(args: tuple[int, int, int, int]) -> int:
@@ -68,9 +70,6 @@ def _render_into(args: tuple[int, int, int, int]) -> int:
     for index in range(start, stop):
         bank[index] = _RENDER_SOURCE.image(index)
     return stop - start
-
-
-_RENDER_BUFFER = None
 
 
 class PrerenderedSource:
