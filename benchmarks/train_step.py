@@ -7,6 +7,7 @@ measured in the same run.
 
     python benchmarks/train_step.py --out runs/bench/train_step.json
     python benchmarks/train_step.py --case vitb224 --device cuda --bf16   # on a GPU
+    python benchmarks/train_step.py --case cpu --profile runs/bench/profile.txt  # where time goes
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from raddino.perf import matmul_peak_gflops, mlp_head_flops, synchronize, vit_fo
 from raddino.ssl import parallel
 from raddino.ssl.config import load_config
 from raddino.ssl.data import BatchMaker, PhantomSource
+from raddino.ssl.distributed import enable_fast_cuda_kernels
 from raddino.ssl.meta_arch import DinoV2MetaArch
 from raddino.ssl.train import build_backbone_for, build_optimizer, make_normalizer
 
@@ -86,8 +88,27 @@ def step_flops(config: dict, backbone, batch) -> int:
     return 3 * student + teacher
 
 
+def profile_table(one_step, device: torch.device, path: Path, rows: int = 30) -> None:
+    """Where one step's time goes: torch.profiler's operator table, sorted by device time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        one_step()
+        synchronize(device)
+    sort_by = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prof.key_averages().table(sort_by=sort_by, row_limit=rows))
+    print(f"profile written {path}")
+
+
 def bench_case(
-    name: str, steps: int, device: torch.device, bf16: bool, compile_blocks: bool = False
+    name: str,
+    steps: int,
+    device: torch.device,
+    bf16: bool,
+    compile_blocks: bool = False,
+    profile_to: Path | None = None,
 ) -> dict:
     profile, overrides = CASES[name]
     config = load_config(profile, overrides)
@@ -95,7 +116,7 @@ def bench_case(
     backbone = build_backbone_for(config)
     meta = DinoV2MetaArch(backbone, config).to(device)
     if compile_blocks:
-        parallel.compile_blocks(meta)
+        parallel.compile_modules(meta)
     optimizer = build_optimizer(meta, config)
     for group in optimizer.param_groups:
         group["lr"], group["weight_decay"] = 1e-4, 0.04
@@ -130,6 +151,8 @@ def bench_case(
         one_step()
         synchronize(device)
         times.append(time.perf_counter() - start)
+    if profile_to is not None:
+        profile_table(one_step, device, profile_to.with_name(f"{profile_to.stem}_{name}.txt"))
     best = min(times)
     flops = step_flops(config, backbone, batch)
     return {
@@ -157,15 +180,18 @@ def main() -> int:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile each block")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--profile", type=Path, help="write each case's operator table (.txt)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/train_step.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda":
+        enable_fast_cuda_kernels()  # as the trainer does
     peak = matmul_peak_gflops(device, torch.bfloat16 if args.bf16 else torch.float32)
     results = []
     for name in args.case or ["cpu", "vitb224"]:
-        result = bench_case(name, args.steps, device, args.bf16, args.compile)
+        result = bench_case(name, args.steps, device, args.bf16, args.compile, args.profile)
         result["fraction_of_matmul_peak"] = result["achieved_gflops"] / peak["gflops"]
         results.append(result)
         print(json.dumps(result))

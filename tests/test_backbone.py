@@ -107,6 +107,24 @@ def test_patch_grid_is_row_major(pico_with_registers):
     torch.testing.assert_close(embedded[0, 1, 3], manual[0, :, 0, 0])
 
 
+def test_patch_embedding_as_matmul_equals_the_convolution():
+    """The CUDA path (reshape + one matmul) computes the conv's numbers, in its patch order."""
+    model = build_backbone("vit_small").eval()
+    x = seeded_images(2, 98, 126)
+    with torch.no_grad():
+        conv_bhwd = model.embed_patches(x, as_matmul=False)
+        matmul_bhwd = model.embed_patches(x, as_matmul=True)
+    assert matmul_bhwd.shape == conv_bhwd.shape == (2, 7, 9, 384)
+    torch.testing.assert_close(matmul_bhwd, conv_bhwd, atol=1e-5, rtol=1e-5)
+    # and it is differentiable like the conv: the same weight gradient
+    grads = []
+    for as_matmul in (False, True):
+        model.zero_grad()
+        model.embed_patches(x, as_matmul=as_matmul).square().sum().backward()
+        grads.append(model.patch_embed.proj.weight.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-3, rtol=1e-4)
+
+
 @pytest.mark.parametrize("size", [(100, 112), (112, 13)])
 def test_input_size_must_be_multiple_of_patch(pico_with_registers, size):
     with pytest.raises(ValueError, match="not a multiple of the patch size 14"):

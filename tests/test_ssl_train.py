@@ -128,7 +128,7 @@ def test_tensorboard_holds_the_metrics_once_per_step_after_a_resume(tmp_path):
         assert [s.value for s in scalars] == pytest.approx(expected, rel=1e-6), key
 
 
-def test_compiled_blocks_train_like_eager_ones(tmp_path):
+def test_compiled_modules_train_like_eager_ones(tmp_path):
     """train.compile changes how the blocks run, not what they compute (to float rounding)."""
     base = {"train.epochs": 1, "train.epoch_length": 2, "model.drop_path_rate": 0.0}
     eager = load_file(pretrain(_smoke(**base), tmp_path / "eager", progress=False))

@@ -52,13 +52,18 @@ def check_precision_supported(config: dict, device: torch.device) -> None:
         )
 
 
-def compile_blocks(meta: nn.Module) -> None:
-    """`torch.compile` every transformer block of student and teacher in place (`Module.compile`
-    keeps parameter names, so checkpoints are unchanged): fuses the norms, GELU and residual adds
-    that run as separate memory-bound kernels in eager mode. Call after `wrap_for_training`."""
+def compile_modules(meta: nn.Module) -> None:
+    """`torch.compile` every transformer block and head of student and teacher in place
+    (`Module.compile` keeps parameter names, so checkpoints are unchanged): fuses the norms,
+    GELU, layer-scale products and residual adds that run as separate memory-bound kernels in
+    eager mode (on an H200, blocks alone took a gpu-paper step from 0.52 to 0.40 s). Call after
+    `wrap_for_training`."""
     for branch in (meta.student, meta.teacher):
         for block in branch["backbone"].blocks:
             block.compile()
+        for name, module in branch.items():
+            if name != "backbone":
+                module.compile()
 
 
 def wrap_for_training(meta: nn.Module, config: dict, device: torch.device) -> bool:

@@ -126,7 +126,12 @@ def build_optimizer(meta: DinoV2MetaArch, config: dict) -> torch.optim.Optimizer
         else:
             groups += param_groups(module, num_layers=0)
     betas = (optim_cfg["adamw_beta1"], optim_cfg["adamw_beta2"])
-    return torch.optim.AdamW(fuse_param_groups(groups), betas=betas)
+    # On CUDA one fused kernel does the whole update (no measurable change to a gpu-paper step on
+    # an H200, but fewer launches); not for FSDP's sharded parameters, nor on CPU, where foreach
+    # is the tested, bitwise-resumable path.
+    on_cuda = all(p.is_cuda for p in meta.student.parameters())
+    fused = on_cuda and config["train"]["distributed"] != "fsdp"
+    return torch.optim.AdamW(fuse_param_groups(groups), betas=betas, fused=fused or None)
 
 
 def make_source(config: dict):
@@ -259,7 +264,7 @@ def pretrain(
     parallel.check_precision_supported(config, device)
     sharded = parallel.wrap_for_training(meta, config, device)  # before the optimizer sees params
     if config["train"]["compile"]:
-        parallel.compile_blocks(meta)
+        parallel.compile_modules(meta)
     torch.manual_seed(config["train"]["seed"] * 1000 + rank())  # drop-path streams differ per rank
     optimizer = build_optimizer(meta, config)
     train_cfg, optim_cfg, teacher_cfg = config["train"], config["optim"], config["teacher"]
