@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 from raddino.ssl.config import load_config
-from raddino.ssl.train import pretrain
+from raddino.ssl.train import CollapseDetected, TrainingDiverged, pretrain
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "hardware.json", "teacher_backbone.safetensors")
 
@@ -124,13 +124,23 @@ def sweep(args, tiny: dict, out: Path) -> None:
     variants = [parse_variant(text) for text in args.variant]
     report: dict = {"evaluation": asdict(evaluation), "epochs": args.epochs, "variants": {}}
     base = load_config("phantom-release", tiny)
-    for spec in (random_init_spec(base), "raddino:phantom"):
+    for spec in (random_init_spec(base), "raddino:general", "raddino:phantom"):
         report[spec] = frozen_probe_metrics(spec, evaluation, probes_root)
         log(f"{spec}: {report[spec]}")
+    started = time.perf_counter()
     for name, overrides in variants:
+        if args.deadline_s and time.perf_counter() - started > args.deadline_s:
+            log(f"{name} and the rest not started: the sweep is past --deadline-s")
+            break
         config = load_config("phantom-release", {**tiny, "train.epochs": args.epochs, **overrides})
         tic = time.perf_counter()
-        final = pretrain(config, args.runs / name, progress=False)
+        try:
+            final = pretrain(config, args.runs / name, progress=False)
+        except (CollapseDetected, TrainingDiverged) as error:  # a finding, not a crash
+            report["variants"][name] = {"overrides": overrides, "failed": str(error)}
+            log(f"{name} failed: {error}")
+            (out / "sweep.json").write_text(json.dumps(report, indent=2))
+            continue
         train_s = time.perf_counter() - tic
         last = json.loads((args.runs / name / "metrics.jsonl").read_text().splitlines()[-1])
         metrics = frozen_probe_metrics(str(final), evaluation, probes_root)
@@ -153,6 +163,9 @@ def main() -> int:
     parser.add_argument("--only", choices=("general", "phantom"), help="one release run")
     parser.add_argument("--epochs", type=int, help="fixed epochs (no calibration)")
     parser.add_argument("--variant", action="append", default=[], help="NAME:key=v;key=v")
+    parser.add_argument(
+        "--deadline-s", type=float, help="start no further variant after this many seconds"
+    )
     parser.add_argument("--no-bench", action="store_true", help="skip the gpu-paper benchmark")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/gpu_runs"))
     args = parser.parse_args()

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
 from raddino.ssl.config import load_config
-from raddino.ssl.release import ReleaseEval, package_release, sha256_of, training_record
+from raddino.ssl.release import (
+    ReleaseEval,
+    package_release,
+    release_finding_table,
+    sha256_of,
+    sweep_table,
+    training_record,
+)
 from raddino.ssl.train import pretrain
 
 TINY_EVAL = ReleaseEval(
@@ -63,6 +71,12 @@ def test_package_writes_fp16_weights_and_an_honest_manifest(finished_run, tmp_pa
         assert 0.0 < metrics["macro_auprc"] <= 1.0
         assert 0.0 < metrics["sex_accuracy"] <= 1.0
         assert 0.0 <= metrics["lung_dice"] <= 1.0
+        # each finding's AUPRC is kept, and the macro is their mean over the probed findings
+        per_finding = list(metrics["finding_auprc"].values())
+        assert per_finding and abs(np.mean(per_finding) - metrics["macro_auprc"]) < 0.05
+    findings = release_finding_table(["tiny"], tmp_path / "release")
+    assert list(findings.columns) == ["raddino:tiny", "random:vit_pico", "pixels:8"]
+    assert findings["pixels:8"].to_dict() == probes["baselines"]["pixels:8"]["finding_auprc"]
     # random init and pixels are different encoders: their numbers must not coincide
     assert probes["baselines"]["random:vit_pico"] != probes["baselines"]["pixels:8"]
     assert (tmp_path / "release" / "tiny.metrics.jsonl").read_text() == (
@@ -99,3 +113,29 @@ def test_checkpoint_backbones_are_the_run_s_teacher_and_student(finished_run):
     ), "student and EMA teacher should differ after training"
     with pytest.raises(ValueError, match="'teacher' or 'student'"):
         backbone_from_checkpoint(last, "both")
+
+
+def test_sweep_table_lists_baselines_variants_and_failures(tmp_path):
+    probe = {"macro_auprc": 0.2, "macro_auprc_std": 0.01, "sex_accuracy": 0.6,
+             "sex_majority_accuracy": 0.5, "lung_dice": 0.5, "finding_auprc": {"nodule": 0.2}}  # fmt: skip
+    report = {
+        "evaluation": {"probe_n": 600},
+        "epochs": 8,
+        "random:vit_tiny": probe,
+        "variants": {
+            "whole": {
+                "overrides": {"crops.local_crops_number": "0"},
+                "train_s": 40.0,
+                "last_step": {"teacher_entropy": 0.67},
+                "frozen_probes": {**probe, "macro_auprc": 0.24},
+            },
+            "cold": {"overrides": {"model.init": "random"}, "failed": "teacher targets collapsed"},
+        },
+    }
+    (tmp_path / "sweep.json").write_text(json.dumps(report))
+    table = sweep_table(tmp_path / "sweep.json")
+    assert list(table.index) == ["random:vit_tiny", "variant whole", "variant cold"]
+    assert table.loc["variant whole", "macro_auprc"] == 0.24
+    assert table.loc["variant whole", "overrides"] == "crops.local_crops_number=0"
+    assert table.loc["variant cold", "failed"] == "teacher targets collapsed"
+    assert "finding_auprc" not in table.columns  # per finding stays in the JSON

@@ -24,7 +24,11 @@ MAX_RELEASE_MB = 25.0
 @dataclass(frozen=True)
 class ReleaseEval:
     """Held-out phantoms of the frozen-probe bar; the defaults are the book's `cpu` profile sizes,
-    so a manifest's numbers are the ones chapters 06-08 print (same folders, same caches)."""
+    so a manifest's numbers are the ones chapters 06-08 print (same folders, same caches).
+
+    The segmentation head trains the paper's 100 epochs (App. C): at 12 it was still learning,
+    and every encoder looked alike (lung Dice random 0.378 / general 0.388 / phantom 0.385; at
+    100: 0.434 / 0.532 / 0.607)."""
 
     probe_n: int = 600
     probe_size: int = 224
@@ -33,7 +37,7 @@ class ReleaseEval:
     metadata_folds: int = 5
     segmentation_n: int = 160
     segmentation_size: int = 112
-    segmentation_epochs: int = 12
+    segmentation_epochs: int = 100
     seed: int = 0
     device: str = "cpu"
 
@@ -97,12 +101,14 @@ def frozen_probe_metrics(spec: str, evaluation: ReleaseEval, runs_root: str = "r
         progress=False,
     )
     macro = probes["summary"]["macro"]["auprc"]
+    per_finding = probes["summary"]["per_label"]
     return {
         "macro_auprc": round(float(macro["mean"]), 4),
         "macro_auprc_std": round(float(macro["std"]), 4),
         "sex_accuracy": round(float(metadata["accuracy"]["mean"]), 4),
         "sex_majority_accuracy": round(float(metadata["majority_class_accuracy"]["mean"]), 4),
         "lung_dice": round(float(segmentation["dice"]["lungs"]["mean"]), 4),
+        "finding_auprc": {k: round(float(v["auprc"]["mean"]), 4) for k, v in per_finding.items()},
     }
 
 
@@ -267,6 +273,11 @@ def release_table(names: list[str], release_dir: str | os.PathLike | None = None
     return pd.DataFrame(rows).set_index("release")
 
 
+def _headline(metrics: dict) -> dict:
+    """The bar's scalar metrics (per-finding AUPRC stays in the manifest)."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+
+
 def release_probe_table(names: list[str], release_dir: str | os.PathLike | None = None):
     """The frozen-probe bar of each release beside its baselines (one row per encoder)."""
     import pandas as pd
@@ -274,7 +285,47 @@ def release_probe_table(names: list[str], release_dir: str | os.PathLike | None 
     rows: dict[str, dict] = {}
     for name in names:
         probes = read_release_manifest(name, release_dir)["frozen_probes"]
-        rows[f"raddino:{name}"] = probes["this"]
+        rows[f"raddino:{name}"] = _headline(probes["this"])
         for spec, metrics in probes["baselines"].items():
-            rows.setdefault(spec, metrics)  # a baseline probed for two releases is the same
+            rows.setdefault(spec, _headline(metrics))  # a baseline probed twice is the same
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def release_finding_table(names: list[str], release_dir: str | os.PathLike | None = None):
+    """AUPRC per finding (rows) of each release and its baselines (columns), with prevalence,
+    from the manifests: where an encoder's macro number comes from."""
+    import pandas as pd
+
+    releases: dict[str, dict] = {}
+    baselines: dict[str, dict] = {}
+    for name in names:
+        probes = read_release_manifest(name, release_dir)["frozen_probes"]
+        if "finding_auprc" in probes["this"]:
+            releases[f"raddino:{name}"] = probes["this"]["finding_auprc"]
+        for spec, metrics in probes["baselines"].items():
+            if "finding_auprc" in metrics and spec not in releases:
+                baselines.setdefault(spec, metrics["finding_auprc"])
+    return pd.DataFrame({**releases, **{k: v for k, v in baselines.items() if k not in releases}})
+
+
+def sweep_table(path: str | os.PathLike):
+    """One row per encoder of a `benchmarks/gpu_session.py --variant` sweep (its sweep.json):
+    the baselines it probed first, then each variant with its overrides and training time."""
+    import pandas as pd
+
+    report = json.loads(Path(path).read_text())
+    rows = {}
+    for spec, metrics in report.items():
+        if isinstance(metrics, dict) and "macro_auprc" in metrics:
+            rows[spec] = {**_headline(metrics), "overrides": "(baseline)"}
+    for name, variant in report.get("variants", {}).items():
+        overrides = "; ".join(f"{k}={v}" for k, v in variant["overrides"].items()) or "(as is)"
+        if "failed" in variant:  # collapsed or diverged: no encoder to probe
+            rows[f"variant {name}"] = {"overrides": overrides, "failed": variant["failed"]}
+            continue
+        rows[f"variant {name}"] = {
+            **_headline(variant["frozen_probes"]),
+            "overrides": overrides,
+            "final teacher entropy": variant["last_step"]["teacher_entropy"],
+        }
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     )
     probes = json.loads(manifest_path.read_text())["frozen_probes"]
     for spec, metrics in {args.name: probes["this"], **probes["baselines"]}.items():
-        print(f"{spec:28s} " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        headline = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+        print(f"{spec:28s} " + "  ".join(f"{k} {v:.3f}" for k, v in headline.items()))
     print(f"manifest: {manifest_path}")
     return 0
