@@ -116,8 +116,14 @@ def test_checkpoint_backbones_are_the_run_s_teacher_and_student(finished_run):
 
 
 def test_sweep_table_lists_baselines_variants_and_failures(tmp_path):
-    probe = {"macro_auprc": 0.2, "macro_auprc_std": 0.01, "sex_accuracy": 0.6,
-             "sex_majority_accuracy": 0.5, "lung_dice": 0.5, "finding_auprc": {"nodule": 0.2}}  # fmt: skip
+    probe = {
+        "macro_auprc": 0.2,
+        "macro_auprc_std": 0.01,
+        "sex_accuracy": 0.6,
+        "sex_majority_accuracy": 0.5,
+        "lung_dice": 0.5,
+        "finding_auprc": {"nodule": 0.2},
+    }
     report = {
         "evaluation": {"probe_n": 600},
         "epochs": 8,
