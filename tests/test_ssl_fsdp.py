@@ -29,6 +29,9 @@ BASE = {
 }
 LOSS_KEYS = ("total", "dino_global", "dino_local", "koleo", "ibot")
 FP16_TOL = 3e-4  # half-precision forward: reduction-order differences can flip fp16 roundings
+# A logged fp16 loss is itself rounded: one flipped rounding moves it by an ulp, 2**-10 relative
+# (seen on CI: dino_global 1.157227 vs 1.156738). Two ulps; the weights keep FP16_TOL.
+FP16_LOSS_TOL = 2 * 2**-10
 KILL_AT = 2  # the checkpoint after step 1 survives, steps 2..3 are redone on resume
 
 FP16 = "fp16"
@@ -116,7 +119,7 @@ def _losses(run: Path) -> list[dict]:
     return [{k: json.loads(line)[k] for k in LOSS_KEYS} for line in _lines(run)]
 
 
-def _assert_close_runs(a: Path, b: Path, tol: float = 1e-5) -> None:
+def _assert_close_runs(a: Path, b: Path, tol: float = 1e-5, loss_tol: float | None = None) -> None:
     expected, got = _teacher(a), _teacher(b)
     assert expected.keys() == got.keys()
     for name in expected:
@@ -125,7 +128,8 @@ def _assert_close_runs(a: Path, b: Path, tol: float = 1e-5) -> None:
     assert len(losses_a) == 4
     for la, lb in zip(losses_a, losses_b, strict=True):
         for key in LOSS_KEYS:
-            assert abs(la[key] - lb[key]) <= tol * max(1.0, abs(la[key])), (key, la, lb)
+            bound = (tol if loss_tol is None else loss_tol) * max(1.0, abs(la[key]))
+            assert abs(la[key] - lb[key]) <= bound, (key, la, lb)
 
 
 def test_fsdp_runs_really_were_sharded(runs):
@@ -192,7 +196,7 @@ def test_fp16_with_fsdp_equals_fp16_with_ddp(runs):
     skipped = [json.loads(line)["skipped_step"] for line in _lines(runs / "fsdp_fp16")]
     assert any(skipped) and not all(skipped), skipped
     assert skipped == [json.loads(line)["skipped_step"] for line in _lines(runs / "ddp_fp16")]
-    _assert_close_runs(runs / "ddp_fp16", runs / "fsdp_fp16", tol=FP16_TOL)
+    _assert_close_runs(runs / "ddp_fp16", runs / "fsdp_fp16", tol=FP16_TOL, loss_tol=FP16_LOSS_TOL)
 
 
 def test_unknown_distributed_mode_is_rejected_naming_the_key():
