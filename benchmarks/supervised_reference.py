@@ -41,14 +41,13 @@ def base_rate_bce(config: PhantomConfig) -> float:
     return float(F.binary_cross_entropy(rates, rates))
 
 
-def train_supervised(args: argparse.Namespace) -> tuple[Path, list[float]]:
+def train_supervised(args: argparse.Namespace, config: PhantomConfig) -> tuple[Path, list[float]]:
     """Fine-tune `args.init` end to end on labelled phantoms; the saved backbone, step losses."""
     torch.manual_seed(args.seed)
     backbone = load_backbone(args.init).train()
     head = torch.nn.Linear(backbone.embed_dim, len(FINDINGS))
     normalize = make_normalizer(backbone)
     # seed 7: phantoms disjoint from pretraining (0) and from the probe / segmentation sets (2, 3)
-    config = PhantomConfig(size=args.size, views=("PA", "AP"), with_masks=False)
     data = PhantomDataset(args.n, seed=7, config=config)
     loader = torch.utils.data.DataLoader(
         data,
@@ -105,16 +104,17 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/bench/supervised_reference.json"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    config = PhantomConfig(size=args.size, views=("PA", "AP"), with_masks=False)
     tic = time.perf_counter()
-    weights, losses = train_supervised(args)
-    tenth = max(1, len(losses) // 10)
+    weights, losses = train_supervised(args, config)
     train_s = time.perf_counter() - tic
+    tenth = max(1, len(losses) // 10)
     evaluation = ReleaseEval()
     report = {
         "recipe": {k: v for k, v in vars(args).items() if k not in ("out", "runs")},
         "versions": versions(),
         "train_s": round(train_s, 1),
-        "base_rate_bce": round(base_rate_bce(PhantomConfig()), 4),
+        "base_rate_bce": round(base_rate_bce(config), 4),
         "train_loss_per_tenth": [
             round(sum(losses[i : i + tenth]) / len(losses[i : i + tenth]), 4)
             for i in range(0, len(losses), tenth)

@@ -27,10 +27,9 @@
 # validation loss is scored on the test split (`raddino.eval.segment`). The encoders are the
 # profile's baselines, raw pixels averaged to a grid (`pixels:S`) and an **untrained** ViT
 # (`random:<arch>`), beside the release checkpoints the repository ships (`raddino:general`, the
-# stand-in for natural-image DINOv2, and `raddino:phantom`, continual on phantoms, chapter 02).
-# The paper's MIM
-# ablation (RAD-DINO with and without masked image modelling) also needs two release checkpoints
-# trained with and without the iBOT loss, so it is not run here.
+# stand-in for natural-image DINOv2, and `raddino:phantom`, continual on phantoms, chapter 02). The
+# paper's MIM ablation (RAD-DINO with and without masked image modelling) also needs two release
+# checkpoints trained with and without the iBOT loss, so it is not run here.
 #
 # What phantoms can tell: whether patch features keep enough spatial detail to draw an organ's
 # outline, on images where every outline is exact. What they cannot tell: how an encoder does on
@@ -170,21 +169,20 @@ ax.legend(fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
 fig.tight_layout()
 
 # %% [markdown]
-# Reading it: large structures with a sharp outline (lungs, heart) are where a head on coarse
-# patch grids gets closest to the U-Net; thin ones (ribs, chest tubes) need detail below the
-# 14-pixel patch, which a linear head upsampling a patch grid cannot draw. For the findings,
-# compare every row with the empty prediction first: a head that scores about the same has
-# learnt to predict nothing. On the phantoms an untrained ViT's patches mostly encode position
-# and brightness, and a UPerNet on four such layers can still learn fair organ outlines, because
-# the decoder is trained; the paper's point is how much better a *pretrained* encoder does with
-# the *same* small head. That is what the linear rows show: the phantom checkpoint's patch tokens
-# draw the lungs clearly better than the general checkpoint's, and both better than random init's,
-# while a UPerNet trained on top of four layers evens the encoders out. The linear heads train the
-# paper's 100 epochs: with 12 they were still learning, and every encoder's lungs scored alike
-# (about 38 %), which hid the difference. The `cpu` profile gives the
-# UPerNet decoders and the U-Net fewer epochs than the paper (100), so the U-Net is not yet the
-# upper bound it is there: a row above it says more about its training budget than about the
-# frozen encoder. With the `smoke` profile the test split holds a few
+# Reading it: large structures with a sharp outline (lungs, heart) are where a head on coarse patch
+# grids gets closest to the U-Net; thin ones (ribs, chest tubes) need detail below the 14-pixel
+# patch, which a linear head upsampling a patch grid cannot draw. For the findings, compare every
+# row with the empty prediction first: a head that scores about the same has learnt to predict
+# nothing. On the phantoms an untrained ViT's patches mostly encode position and brightness, and a
+# UPerNet on four such layers can still learn fair organ outlines, because the decoder is trained;
+# the paper's point is how much better a *pretrained* encoder does with the *same* small head. That
+# is what the linear rows show: the phantom checkpoint's patch tokens draw the lungs clearly better
+# than the general checkpoint's, and both better than random init's, while a UPerNet trained on top
+# of four layers evens the encoders out. The linear heads train the paper's 100 epochs: with 12 they
+# were still learning, and every encoder's lungs scored alike (about 38 %), which hid the
+# difference. The `cpu` profile gives the UPerNet decoders and the U-Net fewer epochs than the paper
+# (100), so the U-Net is not yet the upper bound it is there: a row above it says more about its
+# training budget than about the frozen encoder. With the `smoke` profile the test split holds a few
 # images and every number is noise.
 #
 # ## Few training images (Fig. 4)
