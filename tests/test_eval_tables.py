@@ -255,12 +255,34 @@ def test_global_property_table_reads_view_from_pixels(tmp_path):
     folder = DatasetFolder.open(path)
     frame = global_property_table({"pixels": "pixels:16"}, folder, size=64,
                                   runs_root=str(tmp_path))  # fmt: skip
-    assert list(frame.columns) == ["view (PA/AP)", "sex", "age bin", "BMI bin"]
+    assert list(frame.columns) == ["view (PA/AP)", "sex", "age bin", "BMI bin",
+                                   "collimation borders", "exposure", "display window"]  # fmt: skip
     assert list(frame.index) == ["pixels", "majority class"]
     share_ap = (folder.table["view"] == "AP").mean()
     assert abs(frame.loc["majority class", "view (PA/AP)"] - max(share_ap, 1 - share_ap)) < 0.1
-    assert frame.loc["pixels", "view (PA/AP)"] > frame.loc["majority class", "view (PA/AP)"] + 0.1
+    for column in ("view (PA/AP)", "collimation borders"):  # bright borders are pixel-obvious
+        assert frame.loc["pixels", column] > frame.loc["majority class", column] + 0.1, column
     assert frame.to_numpy().min() >= 0.0 and frame.to_numpy().max() <= 1.0
+    without = global_property_table({"pixels": "pixels:16"}, folder, size=64,
+                                    runs_root=str(tmp_path), acquisition=False)  # fmt: skip
+    assert list(without.columns) == ["view (PA/AP)", "sex", "age bin", "BMI bin"]
+
+
+def test_acquisition_codes_name_the_image_without_a_record(tmp_path):
+    from raddino.data.dataset_folder import DatasetFolder
+    from raddino.eval.ablations import acquisition_codes
+    from raddino.pipeline import phantom_folder
+
+    path = phantom_folder(12, 32, 5, views=("PA",), with_masks=False, root=str(tmp_path),
+                          quiet=True)  # fmt: skip
+    folder = DatasetFolder.open(path)
+    codes = acquisition_codes(folder)
+    truth = [max(folder.details_of(i)["acquisition"]["collimation"]) > 0 for i in range(12)]
+    assert codes["collimation borders"].tolist() == [int(t) for t in truth]
+    assert codes["exposure"].sum() == 6  # above the median of 12 distinct values
+    folder._details_by_image = {}  # as a folder without details.jsonl reads
+    with pytest.raises(ValueError, match="no acquisition record for images/"):
+        acquisition_codes(folder)
 
 
 def test_crop_pair_retrieval_pairs_whole_views_and_not_random_crops(tmp_path):

@@ -92,6 +92,34 @@ def by_finding_scale(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+ACQUISITION_PROPERTIES: dict[str, str] = {  # column -> what a phantom's acquisition records
+    "collimation borders": "any of the four bright borders drawn (half the phantoms)",
+    "exposure": "photon count above the median (quantum noise level)",
+    "display window": "upper window level above the median (how dark the image is shown)",
+}
+
+
+def acquisition_codes(folder: Any) -> dict[str, Any]:
+    """Binary codes (N,) of ACQUISITION_PROPERTIES from a phantom folder's details.jsonl, which
+    records each image's exact acquisition; an error naming the image where one is missing."""
+    import numpy as np
+
+    records = []
+    for i in range(len(folder.table)):
+        acquisition = folder.details_of(i).get("acquisition")
+        if not acquisition:
+            image = folder.table["image"].iat[i]
+            raise ValueError(f"{folder.root}/details.jsonl: no acquisition record for {image}")
+        records.append(acquisition)
+    photons = np.array([a["photons"] for a in records], dtype=np.float64)
+    window = np.array([a["window_high"] for a in records], dtype=np.float64)
+    return {
+        "collimation borders": np.array([max(a["collimation"]) > 0 for a in records], np.int64),
+        "exposure": (photons > np.median(photons)).astype(np.int64),
+        "display window": (window > np.median(window)).astype(np.int64),
+    }
+
+
 def global_property_table(
     encoders: Mapping[str, str],
     folder: Any,
@@ -101,35 +129,43 @@ def global_property_table(
     seed: int = 0,
     runs_root: str = "runs",
     device: str = "cpu",
+    acquisition: bool = True,
 ) -> pd.DataFrame:
     """How much of a phantom's global, pixel-obvious properties frozen class tokens keep: view
-    (PA vs AP) and the metadata bins (sex, age, BMI), as cross-validated accuracy (folds by
-    subject) of a logistic regression; one row per encoder and a majority-class row. A diagnostic,
-    not the paper's Table 7 protocol: the solver runs to convergence (max_iter 2000)."""
+    (PA vs AP), the metadata bins (sex, age, BMI) and, with `acquisition`, how the image was taken
+    (ACQUISITION_PROPERTIES), as cross-validated accuracy (folds by subject) of a logistic
+    regression; one row per encoder and a majority-class row. A diagnostic, not the paper's
+    Table 7 protocol: the solver runs to convergence (max_iter 2000)."""
     import numpy as np
 
     from raddino.eval.metadata import MetadataConfig, cross_validate_variable
     from raddino.eval.tables import metadata_per_variable
 
     table = folder.table
-    view_codes = (table["view"].to_numpy() == "AP").astype(np.int64)
+    codes = {"view (PA/AP)": (table["view"].to_numpy() == "AP").astype(np.int64)}
+    extra = acquisition_codes(folder) if acquisition else {}
     subjects = table["subject_id"].astype(str).to_numpy()
     config = MetadataConfig(variables=("sex", "age", "bmi"), folds=folds, seed=seed, max_iter=2000)
+    names = {"sex": "sex", "age": "age bin", "bmi": "BMI bin"}
     rows, majority = {}, {}
     for name, spec in encoders.items():
         features = np.asarray(
             cached_cls(spec, folder, size=size, seed=seed, runs_root=runs_root, device=device),
             dtype=np.float32,
         )
-        results = {"view": cross_validate_variable(features, view_codes, subjects, config)}
-        results.update(metadata_per_variable(features, table, config))
+        results = {
+            k: cross_validate_variable(features, c, subjects, config) for k, c in codes.items()
+        }
+        for variable, result in metadata_per_variable(features, table, config).items():
+            results[names[variable]] = result
+        results.update(
+            {k: cross_validate_variable(features, c, subjects, config) for k, c in extra.items()}
+        )
         rows[name] = {k: r.get("accuracy", {}).get("mean", np.nan) for k, r in results.items()}
         majority = {
             k: r.get("majority_class_accuracy", {}).get("mean", np.nan) for k, r in results.items()
         }
-    frame = pd.DataFrame.from_dict({**rows, "majority class": majority}, orient="index")
-    frame.columns = ["view (PA/AP)", "sex", "age bin", "BMI bin"]
-    return frame
+    return pd.DataFrame.from_dict({**rows, "majority class": majority}, orient="index")
 
 
 def crop_pair_retrieval(
