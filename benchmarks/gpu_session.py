@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from raddino.ssl.config import load_config
+from raddino.ssl.config import load_config, parse_variant
 from raddino.ssl.train import CollapseDetected, TrainingDiverged, pretrain
 
 RUN_FILES = ("config.yaml", "metrics.jsonl", "hardware.json", "teacher_backbone.safetensors")
@@ -88,17 +88,6 @@ def calibrate(args, tiny: dict, calib_dir: Path, out: Path) -> float:
     (out / "calibration.json").write_text(json.dumps({"images_per_s": images_per_s}))
 
     return images_per_s
-
-
-def parse_variant(text: str) -> tuple[str, dict[str, str]]:
-    """`name:key=value;key=value` -> (name, overrides); `name:` alone is the profile as is.
-    (`;` separates pairs because list values such as `[0.8, 1.0]` hold commas.)"""
-    name, sep, rest = text.partition(":")
-    if not sep or not name:
-        raise ValueError(f"--variant expects NAME:key=value;..., got {text!r}")
-    pairs = [item.strip() for item in rest.split(";") if item.strip()]
-    overrides = dict(pair.split("=", 1) for pair in pairs)
-    return name, overrides
 
 
 def sweep(args, tiny: dict, out: Path) -> None:

@@ -62,3 +62,15 @@ def test_malformed_set_and_unknown_profile():
         cfg.parse_set_arguments(["train.epochs"])
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         cfg.load_config("fast")
+
+
+def test_parse_variant_reads_names_and_overrides():
+    from raddino.ssl.config import parse_variant
+
+    assert parse_variant("as_is:") == ("as_is", {})
+    name, overrides = parse_variant("wide: crops.global_crops_side=[0.9, 1.0]; train.epochs=8")
+    assert name == "wide"
+    assert overrides == {"crops.global_crops_side": "[0.9, 1.0]", "train.epochs": "8"}
+    for bad in ("no_colon", ":train.epochs=8", "x:train.epochs"):
+        with pytest.raises(ValueError, match="--variant"):
+            parse_variant(bad)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from raddino.ssl.config import load_config
 from raddino.ssl.crops import (
     MultiCropAugmentation,
     PhotometricJitter,
+    RandomBorders,
     photometric,
     proportional_local_size,
     random_square_crop,
@@ -122,3 +124,38 @@ def test_photometric_strength_scales_the_jitter_ranges():
     )
     half = jitter.scaled(0.5)
     assert (half.brightness, half.contrast) == (0.2, 0.2) and abs(half.gamma - 1.5**0.5) < 1e-12
+
+
+def test_random_borders_draw_bands_on_the_edges_and_nothing_when_off():
+    image = torch.full((1, 40, 40), 0.3)
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert RandomBorders(p=0.0)(image, gen) is image
+    assert torch.equal(gen.get_state(), state)  # p 0 draws nothing: old recipes keep their crops
+    banded = RandomBorders(p=1.0, edge_p=1.0, width=(0.1, 0.1), level=(0.9, 0.95))(image, gen)
+    assert torch.equal(image, torch.full((1, 40, 40), 0.3))  # the input is not touched
+    for edge in (banded[..., :4, :], banded[..., -4:, :], banded[..., :, :4], banded[..., :, -4:]):
+        assert ((edge >= 0.9) & (edge <= 0.95)).all()
+    assert torch.equal(banded[..., 4:-4, 4:-4], image[..., 4:-4, 4:-4])
+    some = [RandomBorders(p=1.0)(image, gen) for _ in range(50)]  # edges drawn at edge_p 0.6
+    edges_drawn = [bool((crop[..., 0, 20] > 0.5).item()) for crop in some]
+    assert 15 < sum(edges_drawn) < 45
+
+
+def test_random_borders_p_in_the_recipe():
+    image = torch.rand(1, 64, 64, generator=torch.Generator().manual_seed(0))
+    plain = MultiCropAugmentation(56, n_local_crops=2)(image, torch.Generator().manual_seed(3))
+    off = MultiCropAugmentation(56, n_local_crops=2, random_borders_p=0.0)(
+        image, torch.Generator().manual_seed(3)
+    )
+    assert all(torch.equal(a, b) for a, b in zip(plain["global"], off["global"], strict=True))
+    on = MultiCropAugmentation(56, n_local_crops=2, random_borders_p=1.0)(
+        image, torch.Generator().manual_seed(3)
+    )
+    assert not all(torch.equal(a, b) for a, b in zip(plain["global"], on["global"], strict=True))
+    with pytest.raises(ValueError, match="random_borders_p"):
+        MultiCropAugmentation(56, random_borders_p=1.5)
+    crops = {**load_config("smoke")["crops"], "random_borders_p": 0.5}
+    assert MultiCropAugmentation.from_config(crops).random_borders.p == 0.5
+    with pytest.raises(ValueError, match="crops.random_borders_p"):
+        load_config("smoke", {"crops.random_borders_p": "2"})

@@ -45,6 +45,7 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "crops.local_crops_size": (14, 4096),
     "crops.local_crops_number": (0, 64),
     "crops.photometric_strength": (0.0, 2.0),
+    "crops.random_borders_p": (0.0, 1.0),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": ("phantom", "folder", "deadleaves"),
@@ -180,3 +181,18 @@ def load_config(profile: str = "cpu", overrides: dict[str, Any] | None = None) -
     config = merge(config, _flatten(_read_yaml(profile)), source=f"profile {profile!r}")
     config = merge(config, overrides or {}, source="--set")
     return validate(config)
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """`NAME:key=value;key=value` -> (NAME, overrides as `--set` takes them); `NAME:` alone is the
+    profile as is. (`;` separates pairs because list values such as `[0.8, 1.0]` hold commas.)"""
+    name, sep, rest = text.partition(":")
+    if not sep or not name:
+        raise ValueError(f"--variant expects NAME:key=value;..., got {text!r}")
+    overrides = {}
+    for item in filter(None, (part.strip() for part in rest.split(";"))):
+        key, has_value, value = item.partition("=")
+        if not has_value or not key.strip():
+            raise ValueError(f"--variant {text!r}: {item!r} is not key=value")
+        overrides[key.strip()] = value.strip()
+    return name, overrides

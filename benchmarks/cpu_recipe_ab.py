@@ -1,0 +1,97 @@
+"""A/B of recipe variants on 2 CPU cores: short continual runs from a release, each held to the
+release bar and to the class-token property table (chapter 02), beside the run's starting point.
+
+Every variant continues the same starting encoder with the same data, seed and steps, and differs
+only in its `--variant` overrides, so the differences between variants are the variants' effects
+(at this budget: a few hundred steps at 112 px). Runs are cached pipeline stages
+(`raddino.ssl.short_runs.pretrain_stage`): a rerun or an interrupted run does not retrain what is
+finished, and the JSON grows after each variant.
+
+    python benchmarks/cpu_recipe_ab.py --variant as_is: \
+        --variant "borders:crops.random_borders_p=0.5"
+    (measured: benchmarks/results/cpu_random_borders_ab.json)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from raddino.eval.ablations import global_property_table
+from raddino.eval.tables import probe_phantoms
+from raddino.ssl.config import parse_variant
+from raddino.ssl.release import ReleaseEval, frozen_probe_metrics
+from raddino.ssl.short_runs import pretrain_stage
+from raddino.utils import versions, write_json_atomic
+
+
+def measure(spec: str, evaluation: ReleaseEval, runs_root: str) -> dict:
+    """The release bar and the class-token property row of one encoder."""
+    folder = probe_phantoms(evaluation.probe_n, evaluation.probe_size, evaluation.seed, runs_root)
+    properties = global_property_table(
+        {spec: spec}, folder, size=evaluation.probe_size, seed=evaluation.seed, runs_root=runs_root
+    )
+    return {
+        "bar": frozen_probe_metrics(spec, evaluation, runs_root),
+        "class_token_properties": {k: round(float(v), 4) for k, v in properties.loc[spec].items()},
+        "majority_class": {
+            k: round(float(v), 4) for k, v in properties.loc["majority class"].items()
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="ablation", help="pretraining profile of every run")
+    parser.add_argument("--init", default="raddino:phantom", help="the starting encoder")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--pool-size", type=int, default=512, help="rendered phantoms in memory")
+    parser.add_argument("--variant", action="append", required=True, help="NAME:key=v;key=v")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", default="runs", help="runs root (stages, probe folders, caches)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/cpu_recipe_ab.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    variants = dict(parse_variant(text) for text in args.variant)
+    epoch_length = 40
+    common = {
+        "model.init": args.init,
+        "train.epochs": str(max(1, args.steps // epoch_length)),
+        "train.epoch_length": str(epoch_length),
+        "train.checkpoint_every": str(epoch_length),
+        "data.pool_size": str(args.pool_size),
+    }
+    evaluation = ReleaseEval()
+    report = {
+        "profile": args.profile,
+        "common_overrides": common,
+        "versions": versions(),
+        "evaluation": asdict(evaluation),
+        "start": {"spec": args.init, **measure(args.init, evaluation, args.runs)},
+        "variants": {},
+    }
+    for name, overrides in variants.items():
+        tic = time.perf_counter()
+        run_dir = pretrain_stage(args.profile, {**common, **overrides}, runs_root=args.runs,
+                                 progress=True)  # fmt: skip
+        spec = str(run_dir / "teacher_backbone.safetensors")
+        report["variants"][name] = {
+            "overrides": overrides,
+            "wall_s": round(time.perf_counter() - tic, 1),
+            **measure(spec, evaluation, args.runs),
+        }
+        write_json_atomic(args.out, report)  # a cut-off sweep keeps what it measured
+        bar = report["variants"][name]["bar"]
+        print(name, json.dumps({k: v for k, v in bar.items() if not isinstance(v, dict)}))
+    write_json_atomic(args.out, report)
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
