@@ -13,6 +13,7 @@ from raddino.ssl.config import load_config
 from raddino.ssl.release import (
     ReleaseEval,
     package_release,
+    recipe_ab_table,
     release_finding_table,
     sha256_of,
     sweep_table,
@@ -145,3 +146,49 @@ def test_sweep_table_lists_baselines_variants_and_failures(tmp_path):
     assert table.loc["variant whole", "overrides"] == "crops.local_crops_number=0"
     assert table.loc["variant cold", "failed"] == "teacher targets collapsed"
     assert "finding_auprc" not in table.columns  # per finding stays in the JSON
+
+
+def test_recipe_ab_table_puts_variants_beside_their_start_and_the_majority(tmp_path):
+    bar = {"macro_auprc": 0.23, "sex_accuracy": 0.61, "lung_dice": 0.6, "finding_auprc": {}}
+    properties = {"collimation borders": 0.93, "sex": 0.61}
+    majority = {"collimation borders": 0.52, "sex": 0.54}
+    report = {
+        "start": {
+            "spec": "raddino:phantom",
+            "bar": bar,
+            "class_token_properties": properties,
+            "majority_class": majority,
+        },
+        "variants": {
+            "as_is": {
+                "overrides": {},
+                "wall_s": 500.0,
+                "bar": bar,
+                "class_token_properties": properties,
+                "majority_class": majority,
+            },
+            "borders": {
+                "overrides": {"crops.random_borders_p": "0.5"},
+                "wall_s": 510.0,
+                "bar": {**bar, "macro_auprc": 0.25},
+                "class_token_properties": {**properties, "collimation borders": 0.7},
+                "majority_class": majority,
+            },
+        },
+    }
+    (tmp_path / "ab.json").write_text(json.dumps(report))
+    table = recipe_ab_table(tmp_path / "ab.json")
+    assert list(table.index) == [
+        "start raddino:phantom",
+        "variant as_is",
+        "variant borders",
+        "majority class",
+    ]
+    column = "class token: collimation borders"
+    assert table[column].tolist() == [0.93, 0.93, 0.7, 0.52]
+    assert table.loc["variant borders", "macro_auprc"] == 0.25
+    assert table.loc["variant as_is", "overrides"] == "(as is)"
+    assert table.loc["variant borders", "overrides"] == "crops.random_borders_p=0.5"
+    assert "finding_auprc" not in table.columns
+    with pytest.raises(KeyError, match="no class-token read-out 'exposure'"):
+        recipe_ab_table(tmp_path / "ab.json", properties=("exposure",))

@@ -329,3 +329,30 @@ def sweep_table(path: str | os.PathLike):
             "final teacher entropy": variant["last_step"]["teacher_entropy"],
         }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def recipe_ab_table(
+    path: str | os.PathLike, properties: tuple[str, ...] = ("collimation borders",)
+):
+    """One row per encoder of a `benchmarks/cpu_recipe_ab.py` report: its starting encoder, then
+    each variant, with the bar's scalars, the chosen class-token read-outs and training time."""
+    import pandas as pd
+
+    report = json.loads(Path(path).read_text())
+    entries = {f"start {report['start']['spec']}": report["start"]}
+    entries |= {f"variant {name}": v for name, v in report.get("variants", {}).items()}
+    rows = {}
+    for label, entry in entries.items():
+        row = _headline(entry["bar"])
+        for name in properties:
+            if name not in entry["class_token_properties"]:
+                raise KeyError(f"{path}: {label} has no class-token read-out {name!r}")
+            row[f"class token: {name}"] = entry["class_token_properties"][name]
+        if "overrides" in entry:
+            overrides = entry["overrides"]
+            row["overrides"] = "; ".join(f"{k}={v}" for k, v in overrides.items()) or "(as is)"
+            row["train s"] = entry["wall_s"]
+        rows[label] = row
+    majority = report["start"]["majority_class"]
+    rows["majority class"] = {f"class token: {name}": majority[name] for name in properties}
+    return pd.DataFrame.from_dict(rows, orient="index")
