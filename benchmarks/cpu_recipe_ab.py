@@ -24,26 +24,19 @@ from pathlib import Path
 
 import torch
 
-from raddino.eval.ablations import global_property_table
-from raddino.eval.tables import probe_phantoms
 from raddino.ssl.config import parse_variant
-from raddino.ssl.release import ReleaseEval, frozen_probe_metrics
+from raddino.ssl.release import ReleaseEval, class_token_readouts, frozen_probe_metrics
 from raddino.ssl.short_runs import pretrain_stage
 from raddino.utils import versions, write_json_atomic
 
 
 def measure(spec: str, evaluation: ReleaseEval, runs_root: str) -> dict:
     """The release bar and the class-token property row of one encoder."""
-    folder = probe_phantoms(evaluation.probe_n, evaluation.probe_size, evaluation.seed, runs_root)
-    properties = global_property_table(
-        {spec: spec}, folder, size=evaluation.probe_size, seed=evaluation.seed, runs_root=runs_root
-    )
+    readouts = class_token_readouts(spec, evaluation, runs_root)
     return {
         "bar": frozen_probe_metrics(spec, evaluation, runs_root),
-        "class_token_properties": {k: round(float(v), 4) for k, v in properties.loc[spec].items()},
-        "majority_class": {
-            k: round(float(v), 4) for k, v in properties.loc["majority class"].items()
-        },
+        "class_token_properties": readouts["encoder"],
+        "majority_class": readouts["majority class"],
     }
 
 

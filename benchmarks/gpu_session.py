@@ -21,6 +21,15 @@ recipe's crop and intensity invariances erase what the findings are made of; fla
         --variant "gentle:crops.photometric_strength=0.25" \
         --variant "sharp:teacher.teacher_temp=0.015;teacher.warmup_teacher_temp=0.015" \
         --variant "mim:ibot.loss_weight=2.0;ibot.mask_sample_probability=1.0"
+
+That session ran the whole-view sweep instead (raddino/release/sweeps/h200_whole_views.json).
+The next one: does the class token drop the collimation-border shortcut (chapter 02) when the
+phantom release is retrained with random borders on its crops? A CPU A/B of 12,800 images could
+not unlearn it (raddino/release/sweeps/cpu_random_borders_ab.json):
+
+    python3 benchmarks/gpu_session.py --no-bench --epochs 8 --variant as_is: \
+        --variant "borders:crops.random_borders_p=0.5" \
+        --variant "borders_often:crops.random_borders_p=0.9"
 """
 
 from __future__ import annotations
@@ -94,7 +103,21 @@ def sweep(args, tiny: dict, out: Path) -> None:
     """Train each phantom-release variant, probe it with the release bar, write sweep.json."""
     from dataclasses import asdict
 
-    from raddino.ssl.release import ReleaseEval, frozen_probe_metrics, random_init_spec
+    from raddino.ssl.release import (
+        ReleaseEval,
+        class_token_readouts,
+        frozen_probe_metrics,
+        random_init_spec,
+    )
+
+    def probe(spec: str) -> dict:
+        """The release bar, and what the class token keeps (chapter 02's property table)."""
+        readouts = class_token_readouts(spec, evaluation, probes_root)
+        report["majority_class"] = readouts["majority class"]
+        return {
+            **frozen_probe_metrics(spec, evaluation, probes_root),
+            "class_token_properties": readouts["encoder"],
+        }
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     evaluation = (
@@ -114,7 +137,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
     report: dict = {"evaluation": asdict(evaluation), "epochs": args.epochs, "variants": {}}
     base = load_config("phantom-release", tiny)
     for spec in (random_init_spec(base), "raddino:general", "raddino:phantom"):
-        report[spec] = frozen_probe_metrics(spec, evaluation, probes_root)
+        report[spec] = probe(spec)
         log(f"{spec}: {report[spec]}")
     started = time.perf_counter()
     for name, overrides in variants:
@@ -132,7 +155,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
             continue
         train_s = time.perf_counter() - tic
         last = json.loads((args.runs / name / "metrics.jsonl").read_text().splitlines()[-1])
-        metrics = frozen_probe_metrics(str(final), evaluation, probes_root)
+        metrics = probe(str(final))
         report["variants"][name] = {
             "overrides": overrides,
             "train_s": round(train_s, 1),

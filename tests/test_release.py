@@ -12,6 +12,7 @@ from safetensors import safe_open
 from raddino.ssl.config import load_config
 from raddino.ssl.release import (
     ReleaseEval,
+    class_token_readouts,
     package_release,
     recipe_ab_table,
     release_finding_table,
@@ -148,6 +149,30 @@ def test_sweep_table_lists_baselines_variants_and_failures(tmp_path):
     assert "finding_auprc" not in table.columns  # per finding stays in the JSON
 
 
+def test_sweep_table_shows_class_token_readouts_where_the_sweep_measured_them(tmp_path):
+    probe = {"macro_auprc": 0.2, "sex_accuracy": 0.6, "lung_dice": 0.5}
+    readouts = {"collimation borders": 0.93, "sex": 0.6}
+    report = {
+        "random:vit_tiny": probe,  # an older sweep's baseline: no read-outs
+        "majority_class": {"collimation borders": 0.52, "sex": 0.54},
+        "variants": {
+            "borders": {
+                "overrides": {"crops.random_borders_p": "0.5"},
+                "last_step": {"teacher_entropy": 0.6},
+                "frozen_probes": {**probe, "class_token_properties": readouts},
+            },
+        },
+    }
+    (tmp_path / "sweep.json").write_text(json.dumps(report))
+    table = sweep_table(tmp_path / "sweep.json")
+    assert list(table.index) == ["random:vit_tiny", "variant borders", "majority class"]
+    column = table["class token: collimation borders"]
+    assert column.isna().tolist() == [True, False, False]
+    assert column.tolist()[1:] == [0.93, 0.52]
+    assert "class token: sex" not in table.columns  # only the properties asked for
+    assert "class_token_properties" not in table.columns
+
+
 def test_recipe_ab_table_puts_variants_beside_their_start_and_the_majority(tmp_path):
     bar = {"macro_auprc": 0.23, "sex_accuracy": 0.61, "lung_dice": 0.6, "finding_auprc": {}}
     properties = {"collimation borders": 0.93, "sex": 0.61}
@@ -192,3 +217,13 @@ def test_recipe_ab_table_puts_variants_beside_their_start_and_the_majority(tmp_p
     assert "finding_auprc" not in table.columns
     with pytest.raises(KeyError, match="no class-token read-out 'exposure'"):
         recipe_ab_table(tmp_path / "ab.json", properties=("exposure",))
+
+
+def test_class_token_readouts_give_the_encoder_and_majority_rows(tmp_path):
+    readouts = class_token_readouts("random:vit_tiny", TINY_EVAL, str(tmp_path / "runs"))
+    assert set(readouts) == {"encoder", "majority class"}
+    expected = {"view (PA/AP)", "sex", "collimation borders", "exposure", "display window"}
+    assert expected <= set(readouts["encoder"])
+    assert set(readouts["encoder"]) == set(readouts["majority class"])
+    majority = readouts["majority class"]["collimation borders"]
+    assert 0.5 <= majority <= 1.0  # the larger class of a binary property

@@ -112,6 +112,29 @@ def frozen_probe_metrics(spec: str, evaluation: ReleaseEval, runs_root: str = "r
     }
 
 
+def class_token_readouts(spec: str, evaluation: ReleaseEval, runs_root: str = "runs") -> dict:
+    """Chapter 02's class-token property row of one encoder and the majority-class row, on the
+    bar's probe phantoms: {"encoder": {property: accuracy}, "majority class": {...}}."""
+    from raddino.eval.ablations import global_property_table
+    from raddino.eval.tables import probe_phantoms
+
+    ev = evaluation
+    folder = probe_phantoms(ev.probe_n, ev.probe_size, ev.seed, runs_root)
+    table = global_property_table(
+        {spec: spec},
+        folder,
+        size=ev.probe_size,
+        folds=ev.metadata_folds,
+        seed=ev.seed,
+        runs_root=runs_root,
+        device=ev.device,
+    )
+    rows = {"encoder": spec, "majority class": "majority class"}
+    return {
+        key: {k: round(float(v), 4) for k, v in table.loc[row].items()} for key, row in rows.items()
+    }
+
+
 def random_init_spec(config: dict) -> str:
     """The untrained baseline of the same shape as a run's backbone."""
     return f"random:{config['model']['arch']}"
@@ -308,25 +331,37 @@ def release_finding_table(names: list[str], release_dir: str | os.PathLike | Non
     return pd.DataFrame({**releases, **{k: v for k, v in baselines.items() if k not in releases}})
 
 
-def sweep_table(path: str | os.PathLike):
+def sweep_table(path: str | os.PathLike, properties: tuple[str, ...] = ("collimation borders",)):
     """One row per encoder of a `benchmarks/gpu_session.py --variant` sweep (its sweep.json):
-    the baselines it probed first, then each variant with its overrides and training time."""
+    the baselines it probed first, then each variant with its overrides and training time, and
+    the class-token read-outs named in `properties` where the sweep measured them."""
     import pandas as pd
 
     report = json.loads(Path(path).read_text())
+
+    def scalars(metrics: dict) -> dict:
+        readouts = metrics.get("class_token_properties", {})
+        columns = {f"class token: {p}": readouts[p] for p in properties if p in readouts}
+        return {**_headline(metrics), **columns}
+
     rows = {}
     for spec, metrics in report.items():
         if isinstance(metrics, dict) and "macro_auprc" in metrics:
-            rows[spec] = {**_headline(metrics), "overrides": "(baseline)"}
+            rows[spec] = {**scalars(metrics), "overrides": "(baseline)"}
     for name, variant in report.get("variants", {}).items():
         overrides = "; ".join(f"{k}={v}" for k, v in variant["overrides"].items()) or "(as is)"
         if "failed" in variant:  # collapsed or diverged: no encoder to probe
             rows[f"variant {name}"] = {"overrides": overrides, "failed": variant["failed"]}
             continue
         rows[f"variant {name}"] = {
-            **_headline(variant["frozen_probes"]),
+            **scalars(variant["frozen_probes"]),
             "overrides": overrides,
             "final teacher entropy": variant["last_step"]["teacher_entropy"],
+        }
+    if "majority_class" in report:
+        majority = report["majority_class"]
+        rows["majority class"] = {
+            f"class token: {p}": majority[p] for p in properties if p in majority
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
