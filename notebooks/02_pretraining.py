@@ -229,7 +229,7 @@ if shipped:
     display(release_finding_table(shipped).style.format("{:.3f}"))
 
 # %% [markdown]
-# Three more measurements say why.
+# Four more measurements say why; the first is followed by an attempt at a fix.
 #
 # **What the class tokens keep.** A simpler question than findings: how much of a phantom's
 # *global, pixel-obvious* properties does each encoder's class token keep? The properties are the
