@@ -59,8 +59,8 @@ from raddino.data.dataset_folder import DatasetFolder
 from raddino.models.weights import RELEASE_DIR, release_names
 from raddino.pipeline import phantom_folder
 from raddino.ssl.config import load_config
-from raddino.ssl.release import (
-    read_release_manifest,
+from raddino.ssl.release import read_release_manifest
+from raddino.ssl.release_tables import (
     recipe_ab_table,
     release_finding_table,
     release_probe_table,

@@ -14,12 +14,10 @@ from raddino.ssl.release import (
     ReleaseEval,
     class_token_readouts,
     package_release,
-    recipe_ab_table,
-    release_finding_table,
     sha256_of,
-    sweep_table,
     training_record,
 )
+from raddino.ssl.release_tables import recipe_ab_table, release_finding_table, sweep_table
 from raddino.ssl.train import pretrain
 
 TINY_EVAL = ReleaseEval(

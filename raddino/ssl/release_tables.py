@@ -1,0 +1,138 @@
+"""Tables of the release chapter (02): how each release was made and probed, and the recipe
+sweeps and A/B runs held to the same bar. Read from manifests and sweep reports; nothing runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from raddino.ssl.release import read_release_manifest
+
+
+def release_table(names: list[str], release_dir: str | os.PathLike | None = None):
+    """How each release was made: profile, init, data, steps, images, wall time, hardware."""
+    import pandas as pd
+
+    rows = []
+    for name in names:
+        m = read_release_manifest(name, release_dir)
+        hardware = m["hardware"]
+        device = hardware.get("cuda_device") or f"{hardware['cpu_count']} CPU cores"
+        rows.append(
+            {
+                "release": f"raddino:{name}",
+                "profile": m["profile"],
+                "init": m["config"]["model"]["init"],
+                "data": m["config"]["data"]["source"],
+                "arch": m["config"]["model"]["arch"],
+                "crops (global/local px)": "{}/{}".format(
+                    m["config"]["crops"]["global_crops_size"],
+                    m["config"]["crops"]["local_crops_size"],
+                ),
+                "steps": m["steps"],
+                "images seen": m["images_seen"],
+                "train minutes": round(m["train_wall_s"] / 60, 1),
+                "hardware": device,
+                "fp16 MB": m["size_mb"],
+                "sha256": m["sha256"][:12],
+            }
+        )
+    return pd.DataFrame(rows).set_index("release")
+
+
+def _headline(metrics: dict) -> dict:
+    """The bar's scalar metrics (per-finding AUPRC stays in the manifest)."""
+    return {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+
+
+def release_probe_table(names: list[str], release_dir: str | os.PathLike | None = None):
+    """The frozen-probe bar of each release beside its baselines (one row per encoder)."""
+    import pandas as pd
+
+    rows: dict[str, dict] = {}
+    for name in names:
+        probes = read_release_manifest(name, release_dir)["frozen_probes"]
+        rows[f"raddino:{name}"] = _headline(probes["this"])
+        for spec, metrics in probes["baselines"].items():
+            rows.setdefault(spec, _headline(metrics))  # a baseline probed twice is the same
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def release_finding_table(names: list[str], release_dir: str | os.PathLike | None = None):
+    """AUPRC per finding (rows) of each release and its baselines (columns), with prevalence,
+    from the manifests: where an encoder's macro number comes from."""
+    import pandas as pd
+
+    releases: dict[str, dict] = {}
+    baselines: dict[str, dict] = {}
+    for name in names:
+        probes = read_release_manifest(name, release_dir)["frozen_probes"]
+        if "finding_auprc" in probes["this"]:
+            releases[f"raddino:{name}"] = probes["this"]["finding_auprc"]
+        for spec, metrics in probes["baselines"].items():
+            if "finding_auprc" in metrics and spec not in releases:
+                baselines.setdefault(spec, metrics["finding_auprc"])
+    return pd.DataFrame({**releases, **{k: v for k, v in baselines.items() if k not in releases}})
+
+
+def sweep_table(path: str | os.PathLike, properties: tuple[str, ...] = ("collimation borders",)):
+    """One row per encoder of a `benchmarks/gpu_session.py --variant` sweep (its sweep.json):
+    the baselines it probed first, then each variant with its overrides and training time, and
+    the class-token read-outs named in `properties` where the sweep measured them."""
+    import pandas as pd
+
+    report = json.loads(Path(path).read_text())
+
+    def scalars(metrics: dict) -> dict:
+        readouts = metrics.get("class_token_properties", {})
+        columns = {f"class token: {p}": readouts[p] for p in properties if p in readouts}
+        return {**_headline(metrics), **columns}
+
+    rows = {}
+    for spec, metrics in report.items():
+        if isinstance(metrics, dict) and "macro_auprc" in metrics:
+            rows[spec] = {**scalars(metrics), "overrides": "(baseline)"}
+    for name, variant in report.get("variants", {}).items():
+        overrides = "; ".join(f"{k}={v}" for k, v in variant["overrides"].items()) or "(as is)"
+        if "failed" in variant:  # collapsed or diverged: no encoder to probe
+            rows[f"variant {name}"] = {"overrides": overrides, "failed": variant["failed"]}
+            continue
+        rows[f"variant {name}"] = {
+            **scalars(variant["frozen_probes"]),
+            "overrides": overrides,
+            "final teacher entropy": variant["last_step"]["teacher_entropy"],
+        }
+    if "majority_class" in report:
+        majority = report["majority_class"]
+        rows["majority class"] = {
+            f"class token: {p}": majority[p] for p in properties if p in majority
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def recipe_ab_table(
+    path: str | os.PathLike, properties: tuple[str, ...] = ("collimation borders",)
+):
+    """One row per encoder of a `benchmarks/cpu_recipe_ab.py` report: its starting encoder, then
+    each variant, with the bar's scalars, the chosen class-token read-outs and training time."""
+    import pandas as pd
+
+    report = json.loads(Path(path).read_text())
+    entries = {f"start {report['start']['spec']}": report["start"]}
+    entries |= {f"variant {name}": v for name, v in report.get("variants", {}).items()}
+    rows = {}
+    for label, entry in entries.items():
+        row = _headline(entry["bar"])
+        for name in properties:
+            if name not in entry["class_token_properties"]:
+                raise KeyError(f"{path}: {label} has no class-token read-out {name!r}")
+            row[f"class token: {name}"] = entry["class_token_properties"][name]
+        if "overrides" in entry:
+            overrides = entry["overrides"]
+            row["overrides"] = "; ".join(f"{k}={v}" for k, v in overrides.items()) or "(as is)"
+            row["train s"] = entry["wall_s"]
+        rows[label] = row
+    majority = report["start"]["majority_class"]
+    rows["majority class"] = {f"class token: {name}": majority[name] for name in properties}
+    return pd.DataFrame.from_dict(rows, orient="index")
