@@ -30,13 +30,14 @@ from raddino.ssl.short_runs import pretrain_stage
 from raddino.utils import versions, write_json_atomic
 
 
-def measure(spec: str, evaluation: ReleaseEval, runs_root: str) -> dict:
-    """The release bar and the class-token property row of one encoder."""
+def measure(spec: str, evaluation: ReleaseEval, runs_root: str, report: dict) -> dict:
+    """The release bar and the class-token property row of one encoder; the majority-class row
+    (the same probe phantoms for every encoder) goes to the report once."""
     readouts = class_token_readouts(spec, evaluation, runs_root)
+    report["majority_class"] = readouts["majority class"]
     return {
         "bar": frozen_probe_metrics(spec, evaluation, runs_root),
         "class_token_properties": readouts["encoder"],
-        "majority_class": readouts["majority class"],
     }
 
 
@@ -67,9 +68,9 @@ def main() -> int:
         "common_overrides": common,
         "versions": versions(),
         "evaluation": asdict(evaluation),
-        "start": {"spec": args.init, **measure(args.init, evaluation, args.runs)},
         "variants": {},
     }
+    report["start"] = {"spec": args.init, **measure(args.init, evaluation, args.runs, report)}
     for name, overrides in variants.items():
         tic = time.perf_counter()
         run_dir = pretrain_stage(args.profile, {**common, **overrides}, runs_root=args.runs,
@@ -78,7 +79,7 @@ def main() -> int:
         report["variants"][name] = {
             "overrides": overrides,
             "wall_s": round(time.perf_counter() - tic, 1),
-            **measure(spec, evaluation, args.runs),
+            **measure(spec, evaluation, args.runs, report),
         }
         write_json_atomic(args.out, report)  # a cut-off sweep keeps what it measured
         bar = report["variants"][name]["bar"]

@@ -110,15 +110,6 @@ def sweep(args, tiny: dict, out: Path) -> None:
         random_init_spec,
     )
 
-    def probe(spec: str) -> dict:
-        """The release bar, and what the class token keeps (chapter 02's property table)."""
-        readouts = class_token_readouts(spec, evaluation, probes_root)
-        report["majority_class"] = readouts["majority class"]
-        return {
-            **frozen_probe_metrics(spec, evaluation, probes_root),
-            "class_token_properties": readouts["encoder"],
-        }
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     evaluation = (
         ReleaseEval(device=device)
@@ -135,6 +126,16 @@ def sweep(args, tiny: dict, out: Path) -> None:
     probes_root = str(args.runs / "probes")
     variants = [parse_variant(text) for text in args.variant]
     report: dict = {"evaluation": asdict(evaluation), "epochs": args.epochs, "variants": {}}
+
+    def probe(spec: str) -> dict:
+        """The release bar, and what the class token keeps (chapter 02's property table)."""
+        readouts = class_token_readouts(spec, evaluation, probes_root)
+        report["majority_class"] = readouts["majority class"]
+        return {
+            **frozen_probe_metrics(spec, evaluation, probes_root),
+            "class_token_properties": readouts["encoder"],
+        }
+
     base = load_config("phantom-release", tiny)
     for spec in (random_init_spec(base), "raddino:general", "raddino:phantom"):
         report[spec] = probe(spec)

@@ -176,26 +176,20 @@ def test_recipe_ab_table_puts_variants_beside_their_start_and_the_majority(tmp_p
     properties = {"collimation borders": 0.93, "sex": 0.61}
     majority = {"collimation borders": 0.52, "sex": 0.54}
     report = {
-        "start": {
-            "spec": "raddino:phantom",
-            "bar": bar,
-            "class_token_properties": properties,
-            "majority_class": majority,
-        },
+        "majority_class": majority,
+        "start": {"spec": "raddino:phantom", "bar": bar, "class_token_properties": properties},
         "variants": {
             "as_is": {
                 "overrides": {},
                 "wall_s": 500.0,
                 "bar": bar,
                 "class_token_properties": properties,
-                "majority_class": majority,
             },
             "borders": {
                 "overrides": {"crops.random_borders_p": "0.5"},
                 "wall_s": 510.0,
                 "bar": {**bar, "macro_auprc": 0.25},
                 "class_token_properties": {**properties, "collimation borders": 0.7},
-                "majority_class": majority,
             },
         },
     }

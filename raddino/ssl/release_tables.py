@@ -41,6 +41,11 @@ def release_table(names: list[str], release_dir: str | os.PathLike | None = None
     return pd.DataFrame(rows).set_index("release")
 
 
+def _overrides_text(overrides: dict) -> str:
+    """A variant's config overrides as one cell."""
+    return "; ".join(f"{k}={v}" for k, v in overrides.items()) or "(as is)"
+
+
 def _headline(metrics: dict) -> dict:
     """The bar's scalar metrics (per-finding AUPRC stays in the manifest)."""
     return {k: v for k, v in metrics.items() if not isinstance(v, dict)}
@@ -94,7 +99,7 @@ def sweep_table(path: str | os.PathLike, properties: tuple[str, ...] = ("collima
         if isinstance(metrics, dict) and "macro_auprc" in metrics:
             rows[spec] = {**scalars(metrics), "overrides": "(baseline)"}
     for name, variant in report.get("variants", {}).items():
-        overrides = "; ".join(f"{k}={v}" for k, v in variant["overrides"].items()) or "(as is)"
+        overrides = _overrides_text(variant["overrides"])
         if "failed" in variant:  # collapsed or diverged: no encoder to probe
             rows[f"variant {name}"] = {"overrides": overrides, "failed": variant["failed"]}
             continue
@@ -129,10 +134,9 @@ def recipe_ab_table(
                 raise KeyError(f"{path}: {label} has no class-token read-out {name!r}")
             row[f"class token: {name}"] = entry["class_token_properties"][name]
         if "overrides" in entry:
-            overrides = entry["overrides"]
-            row["overrides"] = "; ".join(f"{k}={v}" for k, v in overrides.items()) or "(as is)"
+            row["overrides"] = _overrides_text(entry["overrides"])
             row["train s"] = entry["wall_s"]
         rows[label] = row
-    majority = report["start"]["majority_class"]
+    majority = report["majority_class"]
     rows["majority class"] = {f"class token: {name}": majority[name] for name in properties}
     return pd.DataFrame.from_dict(rows, orient="index")
