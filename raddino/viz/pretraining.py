@@ -74,3 +74,25 @@ def plot_training_curves(
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_shift_stability(table: pd.DataFrame, **subplot_kw: Any) -> plt.Figure:
+    """One line per encoder of a `raddino.eval.stability.shift_stability_table`: how alike an
+    image's class token stays as the image moves right by 1, 2, ... pixels (1: unmoved), with
+    the level of two different images as a dashed line per encoder."""
+    shifts = sorted(int(c.removeprefix("shift_").removesuffix("px")) for c in table.columns
+                    if c.startswith("shift_"))  # fmt: skip
+    if not shifts:
+        raise ValueError(f"no shift_<k>px columns in the table: {list(table.columns)}")
+    fig, ax = plt.subplots(figsize=subplot_kw.pop("figsize", (5.2, 3.2)), **subplot_kw)
+    for name, row in table.iterrows():
+        (line,) = ax.plot(shifts, [row[f"shift_{k}px"] for k in shifts], marker="o", label=name)
+        ax.axhline(row["other_image"], color=line.get_color(), linestyle=":", linewidth=1)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(shifts, [str(k) for k in shifts])
+    ax.set_xlabel("shift (pixels)")
+    ax.set_ylabel("cosine to the unshifted token")
+    ax.set_ylim(-0.1, 1.02)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
