@@ -106,6 +106,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
     from raddino.ssl.release import (
         ReleaseEval,
         class_token_readouts,
+        class_token_stability,
         frozen_probe_metrics,
         random_init_spec,
     )
@@ -134,6 +135,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
         return {
             **frozen_probe_metrics(spec, evaluation, probes_root),
             "class_token_properties": readouts["encoder"],
+            "class_token_shift_stability": class_token_stability(spec, evaluation, probes_root),
         }
 
     base = load_config("phantom-release", tiny)

@@ -13,11 +13,17 @@ from raddino.ssl.config import load_config
 from raddino.ssl.release import (
     ReleaseEval,
     class_token_readouts,
+    class_token_stability,
     package_release,
     sha256_of,
     training_record,
 )
-from raddino.ssl.release_tables import recipe_ab_table, release_finding_table, sweep_table
+from raddino.ssl.release_tables import (
+    SHIFT_COLUMN,
+    recipe_ab_table,
+    release_finding_table,
+    sweep_table,
+)
 from raddino.ssl.train import pretrain
 
 TINY_EVAL = ReleaseEval(
@@ -209,6 +215,16 @@ def test_recipe_ab_table_puts_variants_beside_their_start_and_the_majority(tmp_p
     assert "finding_auprc" not in table.columns
     with pytest.raises(KeyError, match="no class-token read-out 'exposure'"):
         recipe_ab_table(tmp_path / "ab.json", properties=("exposure",))
+    assert SHIFT_COLUMN not in table.columns  # an older report measured no shift stability
+
+    report["variants"]["borders"]["class_token_shift_stability"] = {
+        "shift_1px": 0.6,
+        "shift_4px": 0.31,
+    }
+    (tmp_path / "ab.json").write_text(json.dumps(report))
+    shifted = recipe_ab_table(tmp_path / "ab.json")[SHIFT_COLUMN]
+    assert shifted.isna().tolist() == [True, True, False, True]
+    assert shifted["variant borders"] == 0.31
 
 
 def test_class_token_readouts_give_the_encoder_and_majority_rows(tmp_path):
@@ -219,3 +235,12 @@ def test_class_token_readouts_give_the_encoder_and_majority_rows(tmp_path):
     assert set(readouts["encoder"]) == set(readouts["majority class"])
     majority = readouts["majority class"]["collimation borders"]
     assert 0.5 <= majority <= 1.0  # the larger class of a binary property
+
+
+def test_class_token_stability_of_a_random_vit_is_high_and_names_each_shift(tmp_path):
+    stability = class_token_stability("random:vit_tiny", TINY_EVAL, str(tmp_path / "runs"))
+    assert set(stability) == {f"shift_{k}px" for k in (1, 2, 4, 8, 16)} | {"other_image"}
+    # a random ViT's class token barely moves (0.95 on the bar's phantoms at 224 px; 0.74 here,
+    # at 56 px, where one pixel is a larger part of a 14 px patch)
+    assert stability["shift_1px"] > 0.5
+    assert stability["shift_1px"] > stability["other_image"] + 0.3

@@ -135,6 +135,20 @@ def class_token_readouts(spec: str, evaluation: ReleaseEval, runs_root: str = "r
     }
 
 
+def class_token_stability(spec: str, evaluation: ReleaseEval, runs_root: str = "runs") -> dict:
+    """`raddino.eval.stability.shift_stability` of one encoder's class token on the first 128 of
+    the bar's probe phantoms: {"shift_1px": ..., "shift_4px": ..., ..., "other_image": ...}."""
+    from raddino.eval.stability import shift_stability_table
+    from raddino.eval.tables import probe_phantoms
+
+    ev = evaluation
+    folder = probe_phantoms(ev.probe_n, ev.probe_size, ev.seed, runs_root)
+    table = shift_stability_table(
+        {spec: spec}, folder, n=128, size=ev.probe_size, device=ev.device, seed=ev.seed
+    )
+    return {k: round(float(v), 4) for k, v in table.loc[spec].items()}
+
+
 def random_init_spec(config: dict) -> str:
     """The untrained baseline of the same shape as a run's backbone."""
     return f"random:{config['model']['arch']}"

@@ -51,6 +51,16 @@ def _headline(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if not isinstance(v, dict)}
 
 
+SHIFT_COLUMN = "class token after a 4-px shift"
+
+
+def _stability(entry: dict) -> dict:
+    """How alike a class token stays when the image moves by a quarter patch (4 px at 224;
+    `raddino.eval.stability`), where the report measured it."""
+    stability = entry.get("class_token_shift_stability")
+    return {SHIFT_COLUMN: stability["shift_4px"]} if stability else {}
+
+
 def release_probe_table(names: list[str], release_dir: str | os.PathLike | None = None):
     """The frozen-probe bar of each release beside its baselines (one row per encoder)."""
     import pandas as pd
@@ -92,7 +102,7 @@ def sweep_table(path: str | os.PathLike, properties: tuple[str, ...] = ("collima
     def scalars(metrics: dict) -> dict:
         readouts = metrics.get("class_token_properties", {})
         columns = {f"class token: {p}": readouts[p] for p in properties if p in readouts}
-        return {**_headline(metrics), **columns}
+        return {**_headline(metrics), **columns, **_stability(metrics)}
 
     rows = {}
     for spec, metrics in report.items():
@@ -133,6 +143,7 @@ def recipe_ab_table(
             if name not in entry["class_token_properties"]:
                 raise KeyError(f"{path}: {label} has no class-token read-out {name!r}")
             row[f"class token: {name}"] = entry["class_token_properties"][name]
+        row |= _stability(entry)
         if "overrides" in entry:
             row["overrides"] = _overrides_text(entry["overrides"])
             row["train s"] = entry["wall_s"]
