@@ -25,7 +25,12 @@ from pathlib import Path
 import torch
 
 from raddino.ssl.config import parse_variant
-from raddino.ssl.release import ReleaseEval, class_token_readouts, frozen_probe_metrics
+from raddino.ssl.release import (
+    ReleaseEval,
+    class_token_readouts,
+    class_token_stability,
+    frozen_probe_metrics,
+)
 from raddino.ssl.short_runs import pretrain_stage
 from raddino.utils import versions, write_json_atomic
 
@@ -38,7 +43,29 @@ def measure(spec: str, evaluation: ReleaseEval, runs_root: str, report: dict) ->
     return {
         "bar": frozen_probe_metrics(spec, evaluation, runs_root),
         "class_token_properties": readouts["encoder"],
+        "class_token_shift_stability": class_token_stability(spec, evaluation, runs_root),
     }
+
+
+def resumed_report(path: Path, fresh: dict, variants: dict) -> dict:
+    """The report at `path` when it was made with the same profile, start, common overrides and
+    evaluation, so that a rerun with more variants measures only the new ones; else `fresh`.
+    A variant name already in it with other overrides is an error, not a silent overwrite."""
+    if not path.is_file():
+        return fresh
+    old = json.loads(path.read_text())
+    same = ("profile", "common_overrides", "evaluation")
+    if any(old.get(key) != fresh[key] for key in same) or "start" not in old:
+        print(f"{path}: made with other settings; starting a new report")
+        return fresh
+    for name, overrides in variants.items():
+        kept = old["variants"].get(name)
+        if kept is not None and kept["overrides"] != overrides:
+            raise SystemExit(
+                f"{path}: variant {name!r} was measured with overrides {kept['overrides']}, "
+                f"not {overrides}; rename it or choose another --out"
+            )
+    return {**old, "versions": fresh["versions"]}
 
 
 def main() -> int:
@@ -70,8 +97,14 @@ def main() -> int:
         "evaluation": asdict(evaluation),
         "variants": {},
     }
-    report["start"] = {"spec": args.init, **measure(args.init, evaluation, args.runs, report)}
+    report = resumed_report(args.out, report, variants)
+    if "start" not in report:
+        report["start"] = {"spec": args.init, **measure(args.init, evaluation, args.runs, report)}
+        write_json_atomic(args.out, report)
     for name, overrides in variants.items():
+        if name in report["variants"]:
+            print(f"{name}: measured in {args.out} already")
+            continue
         tic = time.perf_counter()
         run_dir = pretrain_stage(args.profile, {**common, **overrides}, runs_root=args.runs,
                                  progress=True)  # fmt: skip
