@@ -76,7 +76,7 @@ def test_plot_shift_stability_draws_a_line_per_encoder_and_needs_shift_columns()
     )
     figure = plot_shift_stability(table)
     lines = figure.axes[0].get_lines()
-    assert len(lines) == 4  # a curve and its other-image level per encoder
+    assert len(lines) == 5  # a curve and its other-image level per encoder, the legend's key
     np.testing.assert_allclose(lines[2].get_ydata(), [0.3, 0.2])
     with pytest.raises(ValueError, match="no shift_<k>px columns"):
         plot_shift_stability(table[["other_image"]])

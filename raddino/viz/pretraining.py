@@ -88,6 +88,7 @@ def plot_shift_stability(table: pd.DataFrame, **subplot_kw: Any) -> plt.Figure:
     for name, row in table.iterrows():
         (line,) = ax.plot(shifts, [row[f"shift_{k}px"] for k in shifts], marker="o", label=name)
         ax.axhline(row["other_image"], color=line.get_color(), linestyle=":", linewidth=1)
+    ax.plot([], [], color="gray", linestyle=":", linewidth=1, label="two different images")
     ax.set_xscale("log", base=2)
     ax.set_xticks(shifts, [str(k) for k in shifts])
     ax.set_xlabel("shift (pixels)")
