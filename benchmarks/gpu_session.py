@@ -30,6 +30,17 @@ not unlearn it (raddino/release/sweeps/cpu_random_borders_ab.json):
     python3 benchmarks/gpu_session.py --no-bench --epochs 8 --variant as_is: \
         --variant "borders:crops.random_borders_p=0.5" \
         --variant "borders_often:crops.random_borders_p=0.9"
+
+First, though (session 2026-12-03): both releases' class tokens hash where the patch grid cuts
+the image (a 4-px shift leaves them at 0.22 of their standardised cosine, a random ViT at 0.78;
+`raddino.eval.stability`), and CPU A/Bs of 12,800 images without KoLeo, with a sharper teacher,
+made them steadier and read findings better (raddino/release/sweeps/cpu_koleo_ab.json). Every
+sweep now records `class_token_shift_stability`. The retrain to try:
+
+    python3 benchmarks/gpu_session.py --no-bench --epochs 8 --variant as_is: \
+        --variant "no_koleo:dino.koleo_loss_weight=0" \
+        --variant "no_koleo_sharp:dino.koleo_loss_weight=0;teacher.teacher_temp=0.01;\
+teacher.warmup_teacher_temp=0.01"
 """
 
 from __future__ import annotations
