@@ -389,23 +389,23 @@ display(stability.style.format("{:.3f}"))
 figure = plot_shift_stability(stability)
 
 # %% [markdown]
-# **Taking KoLeo away steadies the token.** If KoLeo's spreading is what scrambles the class
-# token, a run without it should give a steadier one. Four short CPU runs continued
-# `raddino:phantom` with the ablation profile, as the random-borders runs above did (400 steps of
-# 32 phantoms at 112 px; `benchmarks/cpu_recipe_ab.py`): without KoLeo; without KoLeo and with a
-# sharper teacher (temperature 0.01 instead of 0.03); the sharper teacher alone; and the first
-# two changes together for 800 steps. The column before the overrides is the 4-px shift score of
-# the plot above.
+# **Taking KoLeo away steadies the token.** If KoLeo's spreading is what scrambles the class token,
+# a run without it should give a steadier one. Four short CPU runs continued `raddino:phantom` with
+# the ablation profile, as the random-borders runs above did (400 steps of 32 phantoms at 112 px;
+# `benchmarks/cpu_recipe_ab.py`): without KoLeo; without KoLeo and with a sharper teacher
+# (temperature 0.01 instead of 0.03); the sharper teacher alone; and the first two changes together
+# for 800 steps. The column before the overrides is the 4-px shift score of the plot above.
 #
 # Without KoLeo the token steadies (0.215 at the start, 0.348 after 400 steps, 0.470 after 800),
 # and sex accuracy and lung Dice rise with it (sex 0.612 to 0.652, above random init's 0.633 by
-# about one standard error; Dice 0.607 to 0.656). The sharper teacher alone changes neither.
-# Macro AUPRC moves up by 0.01-0.02, within about one standard deviation over probe seeds; at 800
-# steps lung opacity reads at 0.40 (start 0.32) and cardiomegaly at 0.35 (0.33). The run with
-# KoLeo and no other change (`as_is` in the random-borders table above, measured afterwards the
-# same way on its weights) stayed at 0.228 on the 4-px shift. So KoLeo is a cause of the scrambled token at this scale, not the whole story: 25,600
-# images of training without it recover half of a random ViT's stability and little of the
-# findings. The next GPU retrain of the releases drops KoLeo (`benchmarks/gpu_session.py`).
+# about one standard error; Dice 0.607 to 0.656). The sharper teacher alone changes neither. Macro
+# AUPRC moves up by 0.01-0.02, within about one standard deviation over probe seeds; at 800 steps
+# lung opacity reads at 0.40 (start 0.32) and cardiomegaly at 0.35 (0.33). The run with KoLeo and
+# no other change (`as_is` in the random-borders table above, measured afterwards the same way on
+# its weights) stayed at 0.228 on the 4-px shift. So KoLeo is a cause of the scrambled token at
+# this scale, not the whole story: 25,600 images of training without it recover part of a
+# random ViT's stability (0.47 against 0.78) and little of the findings. The next GPU retrain
+# of the releases drops KoLeo (`benchmarks/gpu_session.py`).
 
 # %%
 display(
