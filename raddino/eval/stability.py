@@ -72,7 +72,7 @@ def shift_stability(
             standardised_cosines(
                 base_nc, class_tokens([shifted_right(i, k) for i in images_hw]), base_nc
             ).mean()
-        )  # fmt: skip
+        )
         for k in shifts
     }
     out["other_image"] = float(
