@@ -58,4 +58,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--resume: {args.out} holds no run to resume")
     final = pretrain(config, args.out, progress=not args.no_progress)
     print(f"teacher backbone: {final}")
+    from raddino.ssl.health import flat_targets_warning, read_metrics
+
+    if final.is_file() and (warning := flat_targets_warning(read_metrics(args.out))):
+        print(f"warning: {warning}")
     return 0

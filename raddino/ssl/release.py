@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import yaml
 
+from raddino.ssl.health import flat_targets_warning, read_metrics
 from raddino.utils import atomic_path, hardware_description, versions, write_json_atomic
 
 MAX_RELEASE_MB = 25.0
@@ -157,8 +158,7 @@ def random_init_spec(config: dict) -> str:
 def training_record(run_dir: Path) -> dict[str, Any]:
     """Steps, images seen and step wall time, read from the run's own metrics.jsonl."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    records = [json.loads(line) for line in lines if line.strip()]
+    records = read_metrics(run_dir)
     world = int(records[-1].get("world_size", 1)) if records else 1
     global_batch = config["train"]["batch_size_per_device"] * world
     steps = len(records)
@@ -184,6 +184,7 @@ def training_record(run_dir: Path) -> dict[str, Any]:
             k: records[-1][k] for k in ("total", "dino_global", "ibot", "koleo") if k in records[-1]
         },
         "final_teacher_entropy": records[-1]["teacher_entropy"],
+        "flat_targets_warning": flat_targets_warning(records),
     }
 
 

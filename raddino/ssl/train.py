@@ -28,7 +28,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from raddino.ssl import checkpoint as ckpt
-from raddino.ssl import parallel
+from raddino.ssl import health, parallel
 from raddino.ssl.data import BatchMaker, FolderSource, PhantomSource, PrerenderedSource
 from raddino.ssl.distributed import all_reduce_sum, rank, setup_distributed, world_size
 from raddino.ssl.meta_arch import DinoV2MetaArch, SslBatch
@@ -357,8 +357,7 @@ def pretrain(
             )
             if scaler is not None:  # fp16: a skipped step (inf gradients) is logged, not fatal
                 record.update(skipped_step=skipped, loss_scale=scaler.get_scale())
-            collapsed = record["teacher_entropy"] > 0.98 or record["batch_entropy"] < 0.05
-            collapsed_steps = collapsed_steps + 1 if collapsed else 0
+            collapsed_steps = collapsed_steps + 1 if health.collapsed(record) else 0
             if is_main:
                 with metrics_path.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
