@@ -39,3 +39,27 @@ def test_read_metrics_names_the_bad_line(tmp_path):
         read_metrics(tmp_path)
     (tmp_path / "metrics.jsonl").write_text(f"{good}\n{good}\n")
     assert len(read_metrics(tmp_path)) == 2
+
+
+def test_collapse_diagnostics_read_flat_sharp_and_disagreeing_targets():
+    import math
+
+    import torch
+
+    from raddino.ssl.meta_arch import collapse_diagnostics
+
+    g, b, k, c = 2, 8, 16, 4
+    tokens = torch.randn(g, b, c, generator=torch.Generator().manual_seed(0))
+    uniform = collapse_diagnostics(torch.full((g, b, k), 1.0 / k), tokens)
+    assert math.isclose(float(uniform["teacher_entropy"]), 1.0, rel_tol=1e-6)
+    assert math.isclose(float(uniform["target_crop_overlap"]), 1.0, rel_tol=1e-6)
+    # sharp targets, image i on prototype i in both crops: sharp, balanced, agreeing
+    one_hot = torch.eye(k)[:b].expand(g, b, k)
+    agreeing = collapse_diagnostics(one_hot, tokens)
+    assert float(agreeing["teacher_entropy"]) < 1e-6
+    assert math.isclose(float(agreeing["batch_entropy"]), math.log(b) / math.log(k), rel_tol=1e-6)
+    assert math.isclose(float(agreeing["target_crop_overlap"]), 1.0, rel_tol=1e-6)
+    # equally sharp, but the second crop lands on another prototype: the crops share nothing
+    disagreeing = torch.stack([torch.eye(k)[:b], torch.eye(k)[b : 2 * b]])
+    assert float(collapse_diagnostics(disagreeing, tokens)["target_crop_overlap"]) < 1e-6
+    assert "target_crop_overlap" not in collapse_diagnostics(one_hot[:1], tokens[:1])

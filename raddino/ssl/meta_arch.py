@@ -192,7 +192,10 @@ def collapse_diagnostics(teacher_probs_gbk: torch.Tensor, student_cls_gbc: torch
     `teacher_entropy`: mean entropy of the teacher targets / ln K (1 = uniform collapse);
     `batch_entropy`: entropy of the batch-mean target / ln K (0 = one-prototype collapse);
     `feature_std`: std over the batch of the normalised student class tokens, times sqrt(C)
-    (about 1 for spread features, 0 when all images map to one point).
+    (about 1 for spread features, 0 when all images map to one point);
+    `target_crop_overlap`: Bhattacharyya coefficient sum_k sqrt(p1_k p2_k) between the targets of
+    an image's first two global crops, batch mean (1 = the crops agree; two sharp targets on
+    different prototypes give 0, so sharp targets that crops do not share show up here).
     """
     probs_nk = teacher_probs_gbk.flatten(0, 1).float()
     log_k = math.log(probs_nk.shape[-1])
@@ -201,8 +204,12 @@ def collapse_diagnostics(teacher_probs_gbk: torch.Tensor, student_cls_gbc: torch
     batch_entropy = -(mean_k * mean_k.clamp_min(1e-12).log()).sum()
     feats = nn.functional.normalize(student_cls_gbc.flatten(0, 1).float(), dim=-1)
     feature_std = feats.std(dim=0).mean() * math.sqrt(feats.shape[-1])
-    return {
+    out = {
         "teacher_entropy": entropy_n.mean() / log_k,
         "batch_entropy": batch_entropy / log_k,
         "feature_std": feature_std,
     }
+    if teacher_probs_gbk.shape[0] >= 2:
+        first_bk, second_bk = teacher_probs_gbk[0].float(), teacher_probs_gbk[1].float()
+        out["target_crop_overlap"] = (first_bk * second_bk).sqrt().sum(-1).mean()
+    return out

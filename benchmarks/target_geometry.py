@@ -1,0 +1,62 @@
+"""Teacher-target geometry over a run's checkpoints (`raddino.ssl.target_geometry`): how flat the
+DINO targets are, whether an image's two crops share them, and how alike the crops' class tokens
+are, from the start weights (fresh heads) to the end. Chapter 02 reads the JSON.
+
+    python benchmarks/target_geometry.py --run RUN --checkpoint start \
+        --checkpoint RUN/checkpoints/step_00000799 ... --out raddino/release/sweeps/NAME.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from raddino.ssl.checkpoint import load_checkpoint
+from raddino.ssl.target_geometry import (
+    meta_from_checkpoint,
+    run_config,
+    target_geometry,
+    training_batch,
+)
+from raddino.utils import versions, write_json_atomic
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="folder with the run's config.yaml")
+    parser.add_argument(
+        "--checkpoint", action="append", required=True, help="'start' or a checkpoint folder"
+    )
+    parser.add_argument("--batch-step", type=int, default=0, help="which training batch to use")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = run_config(args.run)
+    temp = float(config["teacher"]["teacher_temp"])
+    rows = []
+    for which in args.checkpoint:
+        folder = None if which == "start" else Path(which)
+        step = 0 if folder is None else int(load_checkpoint(folder)[1]["step"]) + 1
+        meta = meta_from_checkpoint(config, folder)
+        batch = training_batch(config, meta, args.batch_step)
+        rows.append({"steps_done": step, **target_geometry(meta, batch, temp)})
+        print(json.dumps({k: round(v, 3) for k, v in rows[-1].items()}))
+    report = {
+        "run_config": config,
+        "teacher_temp": temp,
+        "batch_step": args.batch_step,
+        "images": config["train"]["batch_size_per_device"],
+        "versions": versions(),
+        "rows": rows,
+    }
+    write_json_atomic(args.out, report)
+    print(f"written {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

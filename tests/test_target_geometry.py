@@ -1,0 +1,58 @@
+"""Teacher-target geometry of a checkpoint: flat and agreeing targets are told apart."""
+
+import pytest
+import torch
+
+from raddino.ssl import checkpoint as ckpt
+from raddino.ssl.config import load_config
+from raddino.ssl.target_geometry import (
+    meta_from_checkpoint,
+    run_config,
+    target_geometry,
+    training_batch,
+)
+from raddino.ssl.train import pretrain
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("geometry") / "run"
+    config = load_config("smoke", {"train.epochs": 1, "train.epoch_length": 2})
+    pretrain(config, run_dir, progress=False)
+    return run_dir
+
+
+def test_fresh_heads_give_sharp_targets_and_identical_prototypes_flat_ones(smoke_run):
+    config = run_config(smoke_run)
+    meta = meta_from_checkpoint(config)
+    batch = training_batch(config, meta)
+    k = config["dino"]["head_n_prototypes"]
+    fresh = target_geometry(meta, batch, teacher_temp=0.01)
+    assert fresh["n_prototypes"] == k and 1.0 <= fresh["effective_prototypes"] < k / 2
+    for key in ("crop_overlap", "other_image_overlap", "crop_argmax_agreement"):
+        assert 0.0 <= fresh[key] <= 1.0 + 1e-6
+    # every prototype the same direction: every logit ties, the target is uniform over all K
+    # prototypes and the crops agree trivially
+    last = meta.teacher["dino_head"].last_layer.parametrizations.weight.original1
+    with torch.no_grad():
+        last.copy_(last[:1].expand_as(last))
+    flat = target_geometry(meta, batch, teacher_temp=0.01)
+    assert flat["effective_prototypes"] == pytest.approx(k, rel=1e-4)
+    assert flat["crop_overlap"] == pytest.approx(1.0, abs=1e-5)
+    assert flat["prototype_cos"] == pytest.approx(1.0, abs=1e-5)
+    # the backbone is untouched, so its class-token cosines are the same numbers
+    assert flat["cls_cos_crops"] == pytest.approx(fresh["cls_cos_crops"], abs=1e-6)
+
+
+def test_a_checkpoint_loads_its_teacher_and_bad_folders_are_named(smoke_run, tmp_path):
+    config = run_config(smoke_run)
+    folder = ckpt.latest_checkpoint(smoke_run)
+    meta = meta_from_checkpoint(config, folder)
+    tensors, _ = ckpt.load_checkpoint(folder)
+    saved = tensors["meta.teacher.dino_head.mlp.0.weight"]
+    assert torch.equal(meta.teacher["dino_head"].mlp[0].weight, saved)
+    assert not torch.equal(meta_from_checkpoint(config).teacher["dino_head"].mlp[0].weight, saved)
+    with pytest.raises(FileNotFoundError, match="no resolved config.yaml"):
+        run_config(tmp_path)
+    with pytest.raises(ValueError, match="cannot read checkpoint"):
+        meta_from_checkpoint(config, tmp_path)
