@@ -115,6 +115,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
     """Train each phantom-release variant, probe it with the release bar, write sweep.json."""
     from dataclasses import asdict
 
+    from raddino.ssl.checkpoint import latest_checkpoint
     from raddino.ssl.release import (
         ReleaseEval,
         class_token_readouts,
@@ -122,6 +123,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
         frozen_probe_metrics,
         random_init_spec,
     )
+    from raddino.ssl.target_geometry import meta_from_checkpoint, target_geometry, training_batch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     evaluation = (
@@ -171,11 +173,14 @@ def sweep(args, tiny: dict, out: Path) -> None:
         train_s = time.perf_counter() - tic
         last = json.loads((args.runs / name / "metrics.jsonl").read_text().splitlines()[-1])
         metrics = probe(str(final))
+        meta = meta_from_checkpoint(config, latest_checkpoint(args.runs / name))  # on the CPU
+        batch = training_batch(config, meta)
         report["variants"][name] = {
             "overrides": overrides,
             "train_s": round(train_s, 1),
             "last_step": last,
             "frozen_probes": metrics,
+            "target_geometry": target_geometry(meta, batch, config["teacher"]["teacher_temp"]),
         }
         log(f"{name} ({train_s:.0f} s): {metrics}; teacher entropy {last['teacher_entropy']}")
         (out / "sweep.json").write_text(json.dumps(report, indent=2))

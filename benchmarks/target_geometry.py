@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from statistics import mean
 
 import torch
 
@@ -30,7 +31,7 @@ def main() -> int:
     parser.add_argument(
         "--checkpoint", action="append", required=True, help="'start' or a checkpoint folder"
     )
-    parser.add_argument("--batch-step", type=int, default=0, help="which training batch to use")
+    parser.add_argument("--batches", type=int, default=4, help="training batches (steps 0..N-1)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -42,14 +43,16 @@ def main() -> int:
         folder = None if which == "start" else Path(which)
         step = 0 if folder is None else int(load_checkpoint(folder)[1]["step"]) + 1
         meta = meta_from_checkpoint(config, folder)
-        batch = training_batch(config, meta, args.batch_step)
-        rows.append({"steps_done": step, **target_geometry(meta, batch, temp)})
+        batches = [training_batch(config, meta, s) for s in range(args.batches)]
+        per_batch = [target_geometry(meta, batch, temp) for batch in batches]
+        averaged = {key: mean(b[key] for b in per_batch) for key in per_batch[0]}
+        rows.append({"steps_done": step, **averaged})  # means of per-batch statistics
         print(json.dumps({k: round(v, 3) for k, v in rows[-1].items()}))
     report = {
         "run_config": config,
         "teacher_temp": temp,
-        "batch_step": args.batch_step,
-        "images": config["train"]["batch_size_per_device"],
+        "batches": args.batches,
+        "images_per_batch": config["train"]["batch_size_per_device"],
         "versions": versions(),
         "rows": rows,
     }

@@ -56,3 +56,25 @@ def test_a_checkpoint_loads_its_teacher_and_bad_folders_are_named(smoke_run, tmp
         run_config(tmp_path)
     with pytest.raises(ValueError, match="cannot read checkpoint"):
         meta_from_checkpoint(config, tmp_path)
+
+
+def test_the_benchmark_report_reads_back_as_the_chapter_table(smoke_run, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from raddino.ssl.release_tables import GEOMETRY_COLUMNS, target_geometry_table
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "geometry.json"
+    folder = ckpt.latest_checkpoint(smoke_run)
+    command = [sys.executable, str(repo / "benchmarks" / "target_geometry.py"), "--run"]
+    command += [str(smoke_run), "--checkpoint", "start", "--checkpoint", str(folder)]
+    command += ["--threads", "1", "--out", str(out)]
+    subprocess.run(command, check=True, cwd=repo, capture_output=True)
+    table = target_geometry_table(out)
+    assert list(table.index) == [0, 2] and list(table.columns) == list(GEOMETRY_COLUMNS.values())
+    config = run_config(smoke_run)
+    meta = meta_from_checkpoint(config, folder)
+    direct = target_geometry(meta, training_batch(config, meta), config["teacher"]["teacher_temp"])
+    assert table.loc[2, "target overlap: two crops"] == pytest.approx(direct["crop_overlap"])

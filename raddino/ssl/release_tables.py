@@ -151,3 +151,30 @@ def recipe_ab_table(
     majority = report["majority_class"]
     rows["majority class"] = {f"class token: {name}": majority[name] for name in properties}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+GEOMETRY_COLUMNS = {
+    "effective_prototypes": "prototypes per target",
+    "top_logit": "best prototype cosine",
+    "crop_overlap": "target overlap: two crops",
+    "other_image_overlap": "target overlap: other image",
+    "cls_cos_crops": "class-token cosine: two crops",
+    "cls_cos_other_image": "class-token cosine: other image",
+}
+
+
+def target_geometry_table(path: str | os.PathLike):
+    """One row per checkpoint of a `benchmarks/target_geometry.py` report (steps done as index):
+    how flat the teacher's targets are and how much an image's two crops share."""
+    import pandas as pd
+
+    report = json.loads(Path(path).read_text())
+    rows = {}
+    for row in report["rows"]:
+        missing = set(GEOMETRY_COLUMNS) - set(row)
+        if missing:
+            raise KeyError(f"{path}: row {row.get('steps_done')} lacks {sorted(missing)}")
+        rows[row["steps_done"]] = {label: row[key] for key, label in GEOMETRY_COLUMNS.items()}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "steps done"
+    return table

@@ -82,11 +82,14 @@ def meta_from_checkpoint(
 
 
 def training_batch(config: dict, meta: DinoV2MetaArch, step: int = 0) -> SslBatch:
-    """The batch the run drew at `step` (same pool, crops and masks; no pool refresh)."""
+    """A batch of the run's data with the crops and masks of `step`; its images come from a
+    pool of one batch, rendered on the spot (not the run's whole prerendered pool)."""
     from raddino.ssl.data import BatchMaker
     from raddino.ssl.train import make_normalizer, make_source
 
-    config = {**config, "data": {**config["data"], "pool_refresh": 0}}
+    one_batch = int(config["train"]["batch_size_per_device"])
+    data = {**config["data"], "pool_refresh": 0, "pool_size": one_batch, "prerender": False}
+    config = {**config, "data": data}
     backbone = meta.teacher["backbone"]
     make = BatchMaker(config, make_source(config), 0, 1, make_normalizer(backbone))
     make.patch_size = backbone.patch_size
