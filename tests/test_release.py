@@ -246,3 +246,26 @@ def test_class_token_stability_of_a_random_vit_is_high_and_names_each_shift(tmp_
     # at 56 px, where one pixel is a larger part of a 14 px patch)
     assert stability["shift_1px"] > 0.5
     assert stability["shift_1px"] > stability["other_image"] + 0.3
+
+
+def test_checkpoint_curve_table_orders_steps_and_names_a_missing_seed(tmp_path):
+    from raddino.ssl.release_tables import checkpoint_curve_table
+
+    def entry(auprc, shift):
+        bar = {"macro_auprc": auprc, "sex_accuracy": 0.6, "lung_dice": 0.6, "finding_auprc": {}}
+        return {"bar": bar, "shift_stability": {"shift_4px": shift, "shift_1px": 0.9}}
+
+    curve = {
+        "steps": {"1600": entry(0.24, 0.58), "800": entry(0.26, 0.50), "0": entry(0.23, 0.21)},
+        "random": {"macro_auprc": 0.21, "sex_accuracy": 0.63, "lung_dice": 0.43},
+    }
+    path = tmp_path / "curve.json"
+    path.write_text(json.dumps({"curves": {"1": curve}}))
+    table = checkpoint_curve_table(path, seed=1)
+    steps = ["after 0 steps", "after 800 steps", "after 1,600 steps"]
+    assert list(table.index) == [*steps, "random init"]
+    assert table.loc["after 800 steps", "macro_auprc"] == 0.26
+    assert table.loc["after 1,600 steps", SHIFT_COLUMN] == 0.58
+    assert np.isnan(table.loc["random init", SHIFT_COLUMN])
+    with pytest.raises(KeyError, match="no curve for evaluation seed 0"):
+        checkpoint_curve_table(path, seed=0)

@@ -178,3 +178,23 @@ def target_geometry_table(path: str | os.PathLike):
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "steps done"
     return table
+
+
+def checkpoint_curve_table(path: str | os.PathLike, seed: int = 0):
+    """The bar along one run (`benchmarks/checkpoint_curve.py`) on the probe phantoms of one
+    evaluation seed: a row per steps done, then the random-init baseline of the same shape."""
+    import pandas as pd
+
+    report = json.loads(Path(path).read_text())
+    if str(seed) not in report["curves"]:
+        raise KeyError(f"{path}: no curve for evaluation seed {seed}; has {list(report['curves'])}")
+    curve = report["curves"][str(seed)]
+    rows = {
+        f"after {int(steps):,} steps": {
+            **_headline(entry["bar"]),
+            SHIFT_COLUMN: entry["shift_stability"]["shift_4px"],
+        }
+        for steps, entry in sorted(curve["steps"].items(), key=lambda item: int(item[0]))
+    }
+    rows["random init"] = _headline(curve["random"])
+    return pd.DataFrame.from_dict(rows, orient="index")
