@@ -42,6 +42,13 @@ the image (a 4-px shift leaves them at 0.22 of their standardised cosine, a rand
         --variant "no_koleo:dino.koleo_loss_weight=0" \
         --variant "no_koleo_sharp:dino.koleo_loss_weight=0;teacher.teacher_temp=0.01;\
 teacher.warmup_teacher_temp=0.01"
+
+Since then (second 2026-12-03 session): 3,200 CPU steps without KoLeo steadied the token further
+(0.586) and raised lung Dice, and macro AUPRC still did not move on either of two probe sets
+(raddino/release/sweeps/cpu_no_koleo_curve.json); the teacher spreads each target over ~100 of
+256 prototypes (cpu_no_koleo_geometry.json). Each variant now also records `target_geometry`
+(are targets sharp, and do an image's two crops share them?); judge variants on more than one
+probe set (`ReleaseEval(seed=1)` as validation, as benchmarks/checkpoint_curve.py does).
 """
 
 from __future__ import annotations
