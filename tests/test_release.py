@@ -9,7 +9,6 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from raddino.ssl.config import load_config
 from raddino.ssl.release import (
     ReleaseEval,
     class_token_readouts,
@@ -24,7 +23,6 @@ from raddino.ssl.release_tables import (
     release_finding_table,
     sweep_table,
 )
-from raddino.ssl.train import pretrain
 
 TINY_EVAL = ReleaseEval(
     probe_n=48,
@@ -37,12 +35,9 @@ TINY_EVAL = ReleaseEval(
 )
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("release") / "run"
-    config = load_config("smoke", {"train.epochs": 1, "train.epoch_length": 3})
-    pretrain(config, run_dir, progress=False)
-    return run_dir
+@pytest.fixture
+def finished_run(finished_smoke_run):
+    return finished_smoke_run
 
 
 def test_package_writes_fp16_weights_and_an_honest_manifest(finished_run, tmp_path):

@@ -4,22 +4,17 @@ import pytest
 import torch
 
 from raddino.ssl import checkpoint as ckpt
-from raddino.ssl.config import load_config
 from raddino.ssl.target_geometry import (
     meta_from_checkpoint,
     run_config,
     target_geometry,
     training_batch,
 )
-from raddino.ssl.train import pretrain
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("geometry") / "run"
-    config = load_config("smoke", {"train.epochs": 1, "train.epoch_length": 2})
-    pretrain(config, run_dir, progress=False)
-    return run_dir
+@pytest.fixture
+def smoke_run(finished_smoke_run):
+    return finished_smoke_run
 
 
 def test_fresh_heads_give_sharp_targets_and_identical_prototypes_flat_ones(smoke_run):
@@ -73,8 +68,8 @@ def test_the_benchmark_report_reads_back_as_the_chapter_table(smoke_run, tmp_pat
     command += ["--threads", "1", "--out", str(out)]
     subprocess.run(command, check=True, cwd=repo, capture_output=True)
     table = target_geometry_table(out)
-    assert list(table.index) == [0, 2] and list(table.columns) == list(GEOMETRY_COLUMNS.values())
+    assert list(table.index) == [0, 3] and list(table.columns) == list(GEOMETRY_COLUMNS.values())
     config = run_config(smoke_run)
     meta = meta_from_checkpoint(config, folder)
     direct = target_geometry(meta, training_batch(config, meta), config["teacher"]["teacher_temp"])
-    assert table.loc[2, "target overlap: two crops"] == pytest.approx(direct["crop_overlap"])
+    assert table.loc[3, "target overlap: two crops"] == pytest.approx(direct["crop_overlap"])
