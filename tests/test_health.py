@@ -63,3 +63,25 @@ def test_collapse_diagnostics_read_flat_sharp_and_disagreeing_targets():
     disagreeing = torch.stack([torch.eye(k)[:b], torch.eye(k)[b : 2 * b]])
     assert float(collapse_diagnostics(disagreeing, tokens)["target_crop_overlap"]) < 1e-6
     assert "target_crop_overlap" not in collapse_diagnostics(one_hot[:1], tokens[:1])
+
+
+def test_pretrain_command_prints_the_flat_targets_warning(tmp_path, monkeypatch, capsys):
+    import argparse
+
+    import raddino.ssl.train
+    from raddino.ssl import pretrain_cli
+
+    def fake_pretrain(config, run_dir, progress=True):  # a finished run whose targets ended flat
+        run_dir.mkdir(parents=True)
+        lines = (json.dumps(record) for record in steps([0.5] * 4 + [0.9] * 12))
+        (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+        final = run_dir / "teacher_backbone.safetensors"
+        final.write_bytes(b"")
+        return final
+
+    monkeypatch.setattr(raddino.ssl.train, "pretrain", fake_pretrain)
+    parser = argparse.ArgumentParser()
+    pretrain_cli.add_arguments(parser)
+    args = parser.parse_args(["--profile", "smoke", "--out", str(tmp_path / "run")])
+    assert pretrain_cli.run(args) == 0
+    assert "warning: the DINO teacher targets stayed nearly flat" in capsys.readouterr().out
