@@ -130,7 +130,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
         frozen_probe_metrics,
         random_init_spec,
     )
-    from raddino.ssl.target_geometry import meta_from_checkpoint, target_geometry, training_batch
+    from raddino.ssl.target_geometry import meta_from_checkpoint, target_geometry, training_batches
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     evaluation = (
@@ -181,7 +181,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
         last = json.loads((args.runs / name / "metrics.jsonl").read_text().splitlines()[-1])
         metrics = probe(str(final))
         meta = meta_from_checkpoint(config, latest_checkpoint(args.runs / name))  # on the CPU
-        batch = training_batch(config, meta)
+        (batch,) = training_batches(config, meta)
         report["variants"][name] = {
             "overrides": overrides,
             "train_s": round(train_s, 1),

@@ -20,7 +20,7 @@ from raddino.ssl.target_geometry import (
     meta_from_checkpoint,
     run_config,
     target_geometry,
-    training_batch,
+    training_batches,
 )
 from raddino.utils import versions, write_json_atomic
 
@@ -38,12 +38,13 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     config = run_config(args.run)
     temp = float(config["teacher"]["teacher_temp"])
-    rows = []
+    rows, batches = [], None
     for which in args.checkpoint:
         folder = None if which == "start" else Path(which)
         step = 0 if folder is None else int(load_checkpoint(folder)[1]["step"]) + 1
         meta = meta_from_checkpoint(config, folder)
-        batches = [training_batch(config, meta, s) for s in range(args.batches)]
+        if batches is None:  # the same batches for every checkpoint (same data, same normaliser)
+            batches = training_batches(config, meta, range(args.batches))
         per_batch = [target_geometry(meta, batch, temp) for batch in batches]
         averaged = {key: mean(b[key] for b in per_batch) for key in per_batch[0]}
         rows.append({"steps_done": step, **averaged})  # means of per-batch statistics

@@ -41,7 +41,8 @@ def target_geometry(meta: DinoV2MetaArch, batch: SslBatch, teacher_temp: float) 
     head = teacher["dino_head"]
     cls_nc = teacher["backbone"].forward_features(batch.global_crops)["cls"].float()
     bottleneck_nd = head.mlp(cls_nc)
-    logits_nk = head(cls_nc).float()  # cosines to the prototypes, times weight-norm g
+    # cosines to the prototypes times weight-norm g: DinoHead.forward without a second MLP pass
+    logits_nk = head.last_layer(F.normalize(bottleneck_nd, dim=-1)).float()
     probs_nk = (logits_nk / teacher_temp).softmax(-1)
     entropy_n = -(probs_nk * probs_nk.clamp_min(1e-12).log()).sum(-1)
     b = batch.batch_size
@@ -81,9 +82,9 @@ def meta_from_checkpoint(
     return meta.eval()
 
 
-def training_batch(config: dict, meta: DinoV2MetaArch, step: int = 0) -> SslBatch:
-    """A batch of the run's data with the crops and masks of `step`; its images come from a
-    pool of one batch, rendered on the spot (not the run's whole prerendered pool)."""
+def training_batches(config: dict, meta: DinoV2MetaArch, steps: range = range(1)) -> list:
+    """Batches of the run's data with the crops and masks of `steps`; their images come from a
+    pool of one batch, rendered once (not the run's whole prerendered pool)."""
     from raddino.ssl.data import BatchMaker
     from raddino.ssl.train import make_normalizer, make_source
 
@@ -93,7 +94,7 @@ def training_batch(config: dict, meta: DinoV2MetaArch, step: int = 0) -> SslBatc
     backbone = meta.teacher["backbone"]
     make = BatchMaker(config, make_source(config), 0, 1, make_normalizer(backbone))
     make.patch_size = backbone.patch_size
-    return make(step)
+    return [make(step) for step in steps]
 
 
 def run_config(run_dir: str | os.PathLike) -> dict:
