@@ -24,13 +24,9 @@ from pathlib import Path
 
 import torch
 
+from raddino.ssl.bar import bar_on_sets
 from raddino.ssl.config import parse_variant
-from raddino.ssl.release import (
-    ReleaseEval,
-    class_token_readouts,
-    class_token_stability,
-    frozen_probe_metrics,
-)
+from raddino.ssl.release import ReleaseEval, class_token_readouts, class_token_stability
 from raddino.ssl.short_runs import pretrain_stage
 from raddino.utils import versions, write_json_atomic
 
@@ -41,7 +37,7 @@ def measure(spec: str, evaluation: ReleaseEval, runs_root: str, report: dict) ->
     readouts = class_token_readouts(spec, evaluation, runs_root)
     report["majority_class"] = readouts["majority class"]
     return {
-        "bar": frozen_probe_metrics(spec, evaluation, runs_root),
+        "bar": bar_on_sets(spec, evaluation, runs_root),  # every probe set, mean and per set
         "class_token_properties": readouts["encoder"],
         "class_token_shift_stability": class_token_stability(spec, evaluation, runs_root),
     }

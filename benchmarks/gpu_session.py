@@ -11,7 +11,7 @@ from exactly the weights that will ship (`init: raddino:general`).
 
 `--variant "NAME:key=value;key=value"` (repeatable) instead trains phantom-release variants for
 `--epochs` each and frozen-probes every one on this machine's GPU with the release bar
-(`raddino.ssl.release.frozen_probe_metrics`), beside the shipped phantom and a random init;
+(`raddino.ssl.bar.bar_on_sets`, every probe set), beside the shipped phantom and a random init;
 `sweep.json` grows after each variant, so a cut-off session still returns what it measured.
 The sweep the first H200 session left for the next one (hypotheses in the issue-4 notes: the
 recipe's crop and intensity invariances erase what the findings are made of; flat DINO targets):
@@ -47,8 +47,8 @@ Since then (second 2026-12-03 session): 3,200 CPU steps without KoLeo steadied t
 (0.586) and raised lung Dice, and macro AUPRC still did not move on either of two probe sets
 (raddino/release/sweeps/cpu_no_koleo_curve.json); the teacher spreads each target over ~100 of
 256 prototypes (cpu_no_koleo_geometry.json). Each variant now also records `target_geometry`
-(are targets sharp, and do an image's two crops share them?); judge variants on more than one
-probe set (`ReleaseEval(seed=1)` as validation, as benchmarks/checkpoint_curve.py does).
+(are targets sharp, and do an image's two crops share them?), and its bar is measured on every
+probe set of `ReleaseEval.sets` (`raddino.ssl.bar`): judge a variant by its per-set numbers.
 """
 
 from __future__ import annotations
@@ -122,12 +122,12 @@ def sweep(args, tiny: dict, out: Path) -> None:
     """Train each phantom-release variant, probe it with the release bar, write sweep.json."""
     from dataclasses import asdict
 
+    from raddino.ssl.bar import bar_on_sets
     from raddino.ssl.checkpoint import latest_checkpoint
     from raddino.ssl.release import (
         ReleaseEval,
         class_token_readouts,
         class_token_stability,
-        frozen_probe_metrics,
         random_init_spec,
     )
     from raddino.ssl.target_geometry import meta_from_checkpoint, target_geometry, training_batches
@@ -154,7 +154,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
         readouts = class_token_readouts(spec, evaluation, probes_root)
         report["majority_class"] = readouts["majority class"]
         return {
-            **frozen_probe_metrics(spec, evaluation, probes_root),
+            **bar_on_sets(spec, evaluation, probes_root),  # every probe set, mean and per set
             "class_token_properties": readouts["encoder"],
             "class_token_shift_stability": class_token_stability(spec, evaluation, probes_root),
         }

@@ -29,3 +29,15 @@ def test_unknown_command_is_an_error(capsys):
         cli.main(["no-such-command"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["release", "--reprobe", "phantom", "--name", "x"], "--reprobe NAME takes no run folder"),
+        (["release", "--name", "x"], "packaging a run needs RUN, --profile"),
+    ],
+)
+def test_release_says_which_arguments_a_mode_needs(argv, message):
+    with pytest.raises(SystemExit, match=message):
+        cli.main(argv)

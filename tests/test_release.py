@@ -32,6 +32,7 @@ TINY_EVAL = ReleaseEval(
     segmentation_n=40,
     segmentation_size=56,
     segmentation_epochs=2,
+    sets=(0,),  # one probe set where a test is about packaging, two where it is about sets
 )
 
 
@@ -85,6 +86,63 @@ def test_package_writes_fp16_weights_and_an_honest_manifest(finished_run, tmp_pa
     assert (tmp_path / "release" / "tiny.metrics.jsonl").read_text() == (
         finished_run / "metrics.jsonl"
     ).read_text()
+    assert set(probes["this"]["per_set"]) == {"0"}
+
+
+def test_reprobe_measures_every_set_and_keeps_how_the_release_was_made(finished_run, tmp_path):
+    from dataclasses import replace
+
+    from raddino.ssl.release import reprobe_release
+    from raddino.ssl.release_tables import release_probe_table, release_verdict_table
+
+    runs_root, release_dir = str(tmp_path / "runs"), tmp_path / "release"
+    package_release(
+        finished_run,
+        "tiny",
+        profile="smoke",
+        out_dir=release_dir,
+        compare=("pixels:8",),
+        evaluation=TINY_EVAL,
+        runs_root=runs_root,
+    )
+    before = json.loads((release_dir / "tiny.json").read_text())
+    two_sets = replace(TINY_EVAL, sets=(0, 1))
+    after = json.loads(
+        reprobe_release(
+            "tiny", release_dir=release_dir, evaluation=two_sets, runs_root=runs_root
+        ).read_text()
+    )
+    assert {k: v for k, v in after.items() if k != "frozen_probes"} == {
+        k: v for k, v in before.items() if k != "frozen_probes"
+    }
+    probes = after["frozen_probes"]
+    assert probes["evaluation"]["sets"] == [0, 1]
+    assert set(probes["baselines"]) == {"random:vit_pico", "pixels:8"}
+    this = probes["this"]
+    assert set(this["per_set"]) == {"0", "1"}
+    # set 0 is the packaged measurement again (same phantoms, seeds and caches); set 1 differs
+    assert this["per_set"]["0"] == before["frozen_probes"]["this"]["per_set"]["0"]
+    assert this["per_set"]["1"] != this["per_set"]["0"]
+    sets = this["per_set"].values()
+    assert this["macro_auprc"] == pytest.approx(np.mean([m["macro_auprc"] for m in sets]), abs=1e-4)
+    spread = np.ptp([m["macro_auprc"] for m in sets])
+    assert this["between_set_range"]["macro_auprc"] == pytest.approx(spread, abs=1e-4)
+    table = release_probe_table(["tiny"], release_dir)
+    assert table.loc["raddino:tiny", "macro_auprc range between sets"] == pytest.approx(
+        spread, abs=1e-4
+    )
+    verdict = release_verdict_table(["tiny"], release_dir)
+    assert len(verdict) == 2 * 3  # two baselines, three bar metrics
+    row = verdict.loc[("raddino:tiny", "random:vit_pico", "lung_dice")]
+    random_sets = probes["baselines"]["random:vit_pico"]["per_set"]
+    assert row["difference on set 1"] == pytest.approx(
+        this["per_set"]["1"]["lung_dice"] - random_sets["1"]["lung_dice"], abs=1e-4
+    )
+    # a release whose file is not the one its manifest records is refused
+    weights = release_dir / "tiny.safetensors"
+    weights.write_bytes(weights.read_bytes() + b"x")
+    with pytest.raises(ValueError, match="sha256 differs"):
+        reprobe_release("tiny", release_dir=release_dir, runs_root=runs_root)
 
 
 def test_unfinished_or_truncated_runs_are_refused(finished_run, tmp_path):

@@ -29,7 +29,8 @@ class ReleaseEval:
 
     The segmentation head trains the paper's 100 epochs (App. C): at 12 it was still learning,
     and every encoder looked alike (lung Dice random 0.378 / general 0.388 / phantom 0.385; at
-    100: 0.434 / 0.532 / 0.607)."""
+    100: 0.434 / 0.532 / 0.607). Probe set `s` is probe phantoms of seed s + 2 and segmentation
+    phantoms of seed s + 3 (`frozen_probe_metrics`)."""
 
     probe_n: int = 600
     probe_size: int = 224
@@ -39,7 +40,8 @@ class ReleaseEval:
     segmentation_n: int = 160
     segmentation_size: int = 112
     segmentation_epochs: int = 100
-    seed: int = 0
+    seed: int = 0  # the probe set of one `frozen_probe_metrics` call
+    sets: tuple[int, ...] = (0, 1)  # the probe sets a release is judged on (`raddino.ssl.bar`)
     device: str = "cpu"
 
 
@@ -228,8 +230,6 @@ def package_release(
     with atomic_path(out_dir / f"{name}.metrics.jsonl") as tmp:
         shutil.copyfile(run_dir / "metrics.jsonl", tmp)
 
-    specs = [str(weights_path), random_init_spec(record["config"]), *compare]
-    metrics = {spec: frozen_probe_metrics(spec, evaluation, runs_root) for spec in specs}
     manifest = {
         "name": name,
         "profile": profile,
@@ -239,13 +239,55 @@ def package_release(
         "dtype": "float16",
         **{k: v for k, v in record.items() if k != "config"},
         "config": record["config"],
-        "frozen_probes": {
-            "evaluation": asdict(evaluation),
-            "this": metrics[str(weights_path)],
-            "baselines": {spec: metrics[spec] for spec in specs[1:]},
-        },
+        "frozen_probes": release_probes(
+            str(weights_path),
+            [random_init_spec(record["config"]), *compare],
+            evaluation,
+            runs_root,
+        ),
         "versions": versions(),
     }
+    manifest_path = out_dir / f"{name}.json"
+    write_json_atomic(manifest_path, manifest)
+    return manifest_path
+
+
+def release_probes(
+    weights: str, baselines: list[str], evaluation: ReleaseEval, runs_root: str = "runs"
+) -> dict:
+    """A manifest's `frozen_probes`: the bar of the released weights and of each baseline on
+    every probe set of `evaluation.sets` (`raddino.ssl.bar.bar_on_sets`)."""
+    from raddino.ssl.bar import bar_on_sets
+
+    metrics = {spec: bar_on_sets(spec, evaluation, runs_root) for spec in [weights, *baselines]}
+    return {
+        "evaluation": asdict(evaluation),
+        "this": metrics[weights],
+        "baselines": {spec: metrics[spec] for spec in baselines},
+    }
+
+
+def reprobe_release(
+    name: str,
+    *,
+    release_dir: str | os.PathLike | None = None,
+    evaluation: ReleaseEval | None = None,
+    runs_root: str = "runs",
+) -> Path:
+    """Measure a shipped release and its manifest's baselines again under `evaluation` (when the
+    bar changes) and rewrite the manifest's `frozen_probes`; how it was made is kept as it was."""
+    from raddino.models.weights import RELEASE_DIR
+
+    out_dir = Path(release_dir or RELEASE_DIR)
+    manifest = read_release_manifest(name, out_dir)
+    weights = out_dir / manifest["weights"]
+    if sha256_of(weights) != manifest["sha256"]:
+        raise ValueError(f"{weights}: sha256 differs from {name}.json; not the release it records")
+    baselines = list(manifest["frozen_probes"]["baselines"])
+    manifest["frozen_probes"] = release_probes(
+        str(weights), baselines, evaluation or ReleaseEval(), runs_root
+    )
+    manifest["frozen_probes"]["versions"] = versions()  # top-level versions made the release
     manifest_path = out_dir / f"{name}.json"
     write_json_atomic(manifest_path, manifest)
     return manifest_path

@@ -1,8 +1,10 @@
 """Package a finished pretraining run as a release checkpoint: `raddino release RUN --name NAME`.
 
 Writes `raddino/release/NAME.safetensors` (fp16 teacher backbone), `NAME.json` (manifest: profile,
-resolved config, steps, images seen, hardware, wall time, frozen-probe metrics beside a random-init
-backbone of the same shape and the `--compare` encoders, sha256) and `NAME.metrics.jsonl`.
+resolved config, steps, images seen, hardware, wall time, frozen-probe metrics on every probe set
+beside a random-init backbone of the same shape and the `--compare` encoders, sha256) and
+`NAME.metrics.jsonl`. `raddino release --reprobe NAME` measures a shipped release again under the
+current bar and rewrites only its manifest's frozen probes.
 """
 
 from __future__ import annotations
@@ -13,9 +15,16 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", type=Path, help="a finished `raddino pretrain` run folder")
-    parser.add_argument("--name", required=True, help="release name, used as raddino:<name>")
-    parser.add_argument("--profile", required=True, help="the pretrain profile that made the run")
+    parser.add_argument(
+        "run_dir", type=Path, nargs="?", help="a finished `raddino pretrain` run folder"
+    )
+    parser.add_argument("--name", help="release name, used as raddino:<name>")
+    parser.add_argument("--profile", help="the pretrain profile that made the run")
+    parser.add_argument(
+        "--reprobe",
+        metavar="NAME",
+        help="instead of packaging: probe the shipped release NAME and its baselines again",
+    )
     parser.add_argument("--out-dir", type=Path, help="default: the package's raddino/release/")
     parser.add_argument(
         "--compare",
@@ -28,19 +37,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from raddino.ssl.release import package_release
+    from raddino.ssl.release import package_release, reprobe_release
 
-    manifest_path = package_release(
-        args.run_dir,
-        args.name,
-        profile=args.profile,
-        out_dir=args.out_dir,
-        compare=tuple(args.compare or ["pixels:32"]),
-        runs_root=args.runs_root,
-    )
-    probes = json.loads(manifest_path.read_text())["frozen_probes"]
-    for spec, metrics in {args.name: probes["this"], **probes["baselines"]}.items():
-        headline = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-        print(f"{spec:28s} " + "  ".join(f"{k} {v:.3f}" for k, v in headline.items()))
+    if args.reprobe:
+        if args.run_dir or args.name or args.compare:
+            raise SystemExit("--reprobe NAME takes no run folder, --name or --compare")
+        name = args.reprobe
+        manifest_path = reprobe_release(name, release_dir=args.out_dir, runs_root=args.runs_root)
+    else:
+        missing = [
+            flag
+            for flag, value in [
+                ("RUN", args.run_dir),
+                ("--name", args.name),
+                ("--profile", args.profile),
+            ]
+            if not value
+        ]
+        if missing:
+            raise SystemExit(f"packaging a run needs {', '.join(missing)} (or use --reprobe NAME)")
+        name = args.name
+        manifest_path = package_release(
+            args.run_dir,
+            name,
+            profile=args.profile,
+            out_dir=args.out_dir,
+            compare=tuple(args.compare or ["pixels:32"]),
+            runs_root=args.runs_root,
+        )
+    print_bar(json.loads(manifest_path.read_text())["frozen_probes"], name)
     print(f"manifest: {manifest_path}")
     return 0
+
+
+def print_bar(probes: dict, name: str) -> None:
+    """One line per encoder (mean over probe sets), then the per-set verdict against each
+    baseline."""
+    from raddino.ssl.bar import compare_on_sets
+
+    for spec, metrics in {name: probes["this"], **probes["baselines"]}.items():
+        headline = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+        print(f"{spec:28s} " + "  ".join(f"{k} {v:.3f}" for k, v in headline.items()))
+    for spec, metrics in probes["baselines"].items():
+        for metric, result in compare_on_sets(probes["this"], metrics).items():
+            diffs = " ".join(f"{d:+.3f}" for d in result["difference_per_set"].values())
+            word = "clearly beats" if result["clearly_beats"] else "does not clearly beat"
+            print(f"{name} {word} {spec} on {metric}: per set {diffs}")

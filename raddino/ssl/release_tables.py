@@ -61,17 +61,45 @@ def _stability(entry: dict) -> dict:
     return {SHIFT_COLUMN: stability["shift_4px"]} if stability else {}
 
 
+def _with_ranges(metrics: dict) -> dict:
+    """The bar's scalars (mean over probe sets) and each bar metric's range between sets."""
+    ranges = metrics.get("between_set_range", {})
+    return {**_headline(metrics), **{f"{k} range between sets": v for k, v in ranges.items()}}
+
+
 def release_probe_table(names: list[str], release_dir: str | os.PathLike | None = None):
-    """The frozen-probe bar of each release beside its baselines (one row per encoder)."""
+    """The frozen-probe bar of each release beside its baselines (one row per encoder; means
+    over the probe sets, with each metric's range between sets)."""
     import pandas as pd
 
     rows: dict[str, dict] = {}
     for name in names:
         probes = read_release_manifest(name, release_dir)["frozen_probes"]
-        rows[f"raddino:{name}"] = _headline(probes["this"])
+        rows[f"raddino:{name}"] = _with_ranges(probes["this"])
         for spec, metrics in probes["baselines"].items():
-            rows.setdefault(spec, _headline(metrics))  # a baseline probed twice is the same
+            rows.setdefault(spec, _with_ranges(metrics))  # a baseline probed twice is the same
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def release_verdict_table(names: list[str], release_dir: str | os.PathLike | None = None):
+    """The bar's verdict: each release minus each baseline, per metric and probe set (same
+    phantoms), and whether the release clearly beats it on every set (`raddino.ssl.bar`)."""
+    import pandas as pd
+
+    from raddino.ssl.bar import CLEAR_MARGIN, compare_on_sets
+
+    rows = {}
+    for name in names:
+        probes = read_release_manifest(name, release_dir)["frozen_probes"]
+        for spec, metrics in probes["baselines"].items():
+            for metric, result in compare_on_sets(probes["this"], metrics).items():
+                diffs = result["difference_per_set"]
+                row = {f"difference on set {s}": d for s, d in diffs.items()}
+                row[f"clearly beats (>= {CLEAR_MARGIN} on every set)"] = result["clearly_beats"]
+                rows[(f"raddino:{name}", spec, metric)] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["release", "against", "metric"]
+    return table
 
 
 def release_finding_table(names: list[str], release_dir: str | os.PathLike | None = None):

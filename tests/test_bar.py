@@ -1,0 +1,72 @@
+"""The bar on several probe sets: means, ranges between sets, and the paired 'clearly beats'."""
+
+from __future__ import annotations
+
+import pytest
+
+from raddino.ssl.bar import CLEAR_MARGIN, combine_sets, compare_on_sets
+
+
+def one_set(macro: float, sex: float, dice: float, nodule: float = 0.2) -> dict:
+    return {
+        "macro_auprc": macro,
+        "macro_auprc_std": 0.01,
+        "sex_accuracy": sex,
+        "sex_majority_accuracy": 0.54,
+        "lung_dice": dice,
+        "finding_auprc": {"nodule": nodule},
+    }
+
+
+def test_combine_sets_means_ranges_and_keeps_each_set():
+    per_set = {"0": one_set(0.26, 0.65, 0.64, 0.3), "1": one_set(0.20, 0.62, 0.66, 0.1)}
+    combined = combine_sets(per_set)
+    assert combined["macro_auprc"] == pytest.approx(0.23)
+    assert combined["sex_accuracy"] == pytest.approx(0.635)
+    assert combined["finding_auprc"] == {"nodule": pytest.approx(0.2)}
+    assert combined["between_set_range"] == {
+        "macro_auprc": pytest.approx(0.06),
+        "sex_accuracy": pytest.approx(0.03),
+        "lung_dice": pytest.approx(0.02),
+    }
+    assert combined["per_set"] is per_set
+
+
+def test_a_finding_missing_from_one_set_is_averaged_over_the_others():
+    no_nodule = one_set(0.2, 0.6, 0.6)
+    no_nodule["finding_auprc"] = {"effusion": 0.5}
+    combined = combine_sets({"0": one_set(0.2, 0.6, 0.6, nodule=0.3), "1": no_nodule})
+    assert combined["finding_auprc"] == {"nodule": 0.3, "effusion": 0.5}
+
+
+def test_combine_sets_names_a_set_that_lacks_a_metric():
+    incomplete = one_set(0.2, 0.6, 0.6)
+    del incomplete["lung_dice"]
+    with pytest.raises(KeyError, match=r"probe set 1 lacks \['lung_dice'\]"):
+        combine_sets({"0": one_set(0.2, 0.6, 0.6), "1": incomplete})
+
+
+def test_clearly_beats_needs_the_margin_on_every_set():
+    this = combine_sets({"0": one_set(0.26, 0.64, 0.66), "1": one_set(0.20, 0.67, 0.70)})
+    random = combine_sets({"0": one_set(0.22, 0.63, 0.43), "1": one_set(0.21, 0.57, 0.47)})
+    verdict = compare_on_sets(this, random)
+    # macro: +0.04 on one set, -0.01 on the other -> a mean win of +0.015 that is not clear
+    assert verdict["macro_auprc"]["difference_per_set"] == {
+        "0": pytest.approx(0.04),
+        "1": pytest.approx(-0.01),
+    }
+    assert verdict["macro_auprc"]["clearly_beats"] is False
+    # sex: ahead on both sets but by less than the margin on one
+    assert min(verdict["sex_accuracy"]["difference_per_set"].values()) < CLEAR_MARGIN
+    assert verdict["sex_accuracy"]["clearly_beats"] is False
+    assert verdict["lung_dice"]["clearly_beats"] is True
+    assert compare_on_sets(this, random, margin=0.0)["sex_accuracy"]["clearly_beats"] is True
+
+
+def test_compare_refuses_one_set_manifests_and_disjoint_sets():
+    two = combine_sets({"0": one_set(0.2, 0.6, 0.6), "1": one_set(0.2, 0.6, 0.6)})
+    with pytest.raises(KeyError, match="--reprobe"):
+        compare_on_sets(two, one_set(0.2, 0.6, 0.6))
+    other = combine_sets({"5": one_set(0.2, 0.6, 0.6)})
+    with pytest.raises(ValueError, match="no probe set in common"):
+        compare_on_sets(two, other)
