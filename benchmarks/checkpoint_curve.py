@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from raddino.models.weights import save_backbone
-from raddino.ssl.checkpoint import load_checkpoint
+from raddino.ssl.checkpoint import load_checkpoint, run_config
 from raddino.ssl.release import (
     ReleaseEval,
     backbone_from_checkpoint,
@@ -23,7 +23,6 @@ from raddino.ssl.release import (
     frozen_probe_metrics,
     random_init_spec,
 )
-from raddino.ssl.target_geometry import run_config
 from raddino.utils import versions, write_json_atomic
 
 

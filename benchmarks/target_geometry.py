@@ -15,13 +15,8 @@ from statistics import mean
 
 import torch
 
-from raddino.ssl.checkpoint import load_checkpoint
-from raddino.ssl.target_geometry import (
-    meta_from_checkpoint,
-    run_config,
-    target_geometry,
-    training_batches,
-)
+from raddino.ssl.checkpoint import load_checkpoint, run_config
+from raddino.ssl.target_geometry import meta_from_checkpoint, target_geometry, training_batches
 from raddino.utils import versions, write_json_atomic
 
 

@@ -4,12 +4,8 @@ import pytest
 import torch
 
 from raddino.ssl import checkpoint as ckpt
-from raddino.ssl.target_geometry import (
-    meta_from_checkpoint,
-    run_config,
-    target_geometry,
-    training_batches,
-)
+from raddino.ssl.checkpoint import run_config
+from raddino.ssl.target_geometry import meta_from_checkpoint, target_geometry, training_batches
 
 
 @pytest.fixture

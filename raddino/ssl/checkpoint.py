@@ -173,8 +173,16 @@ def unprefixed(prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, torch
 # ---- run folders and whole training states ------------------------------------------------
 
 
-# keys that may change between a run and its resumption: they do not change what is computed
-# keys that change how a run is computed, never what it computes (tests hold each to that)
+def run_config(run_dir: str | Path) -> dict:
+    """`RUN/config.yaml`, the resolved config the run was made with."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not a run folder (no resolved config.yaml)")
+    return yaml.safe_load(path.read_text())
+
+
+# keys that may change between a run and its resumption: they change how a run is computed,
+# never what it computes (tests hold each to that)
 _SWITCHABLE_ON_RESUME = frozenset({"train.distributed", "data.num_workers", "data.prerender"})
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from raddino.ssl.health import flat_targets_warning, read_metrics
 from raddino.utils import atomic_path, hardware_description, versions, write_json_atomic
@@ -159,7 +158,9 @@ def random_init_spec(config: dict) -> str:
 
 def training_record(run_dir: Path) -> dict[str, Any]:
     """Steps, images seen and step wall time, read from the run's own metrics.jsonl."""
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    from raddino.ssl.checkpoint import run_config
+
+    config = run_config(run_dir)
     records = read_metrics(run_dir)
     world = int(records[-1].get("world_size", 1)) if records else 1
     global_batch = config["train"]["batch_size_per_device"] * world
@@ -302,7 +303,7 @@ def backbone_from_checkpoint(checkpoint_dir: str | os.PathLike, which: str = "te
     if which not in ("teacher", "student"):
         raise ValueError(f"which must be 'teacher' or 'student', got {which!r}")
     checkpoint_dir = Path(checkpoint_dir)
-    config = yaml.safe_load((checkpoint_dir.parents[1] / "config.yaml").read_text())
+    config = ckpt.run_config(checkpoint_dir.parents[1])
     tensors, _ = ckpt.load_checkpoint(checkpoint_dir)
     weights = ckpt.unprefixed(f"meta.{which}.backbone", tensors)
     if not weights:

@@ -10,11 +10,9 @@ class token. Hand-written: no library inspects DINO heads this way.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 from raddino.ssl.meta_arch import DinoV2MetaArch, SslBatch
 
@@ -95,11 +93,3 @@ def training_batches(config: dict, meta: DinoV2MetaArch, steps: range = range(1)
     make = BatchMaker(config, make_source(config), 0, 1, make_normalizer(backbone))
     make.patch_size = backbone.patch_size
     return [make(step) for step in steps]
-
-
-def run_config(run_dir: str | os.PathLike) -> dict:
-    """`RUN/config.yaml`, the resolved config the run was made with."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not a run folder (no resolved config.yaml)")
-    return yaml.safe_load(path.read_text())
