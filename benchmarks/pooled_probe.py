@@ -1,0 +1,92 @@
+"""Do the findings sit in the patch tokens when the class token misses them? The bar's linear
+probes on three features of each encoder: the class token (the bar's, as RAD-DINO probes), the
+mean of the patch tokens, and both concatenated (DINOv2's linear-evaluation feature), on every
+probe set of the bar. Chapter 02 cites the JSON.
+
+    python benchmarks/pooled_probe.py --spec raddino:phantom --spec raddino:general \
+        --spec random:vit_tiny --out benchmarks/results/cpu_pooled_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raddino.eval.features import extract
+from raddino.eval.probe import ProbeConfig, run_probes
+from raddino.eval.tables import probe_phantoms
+from raddino.ssl.release import ReleaseEval
+from raddino.utils import versions, write_json_atomic
+
+FEATURES = ("cls", "patch_mean", "cls+patch_mean")
+
+
+def probe_features(spec: str, evaluation: ReleaseEval, seed: int, runs_root: str) -> dict:
+    """Macro and per-finding AUPRC of each feature of one encoder on probe set `seed`."""
+    folder = probe_phantoms(evaluation.probe_n, evaluation.probe_size, seed, runs_root)
+    tokens = extract(
+        spec,
+        folder,
+        size=evaluation.probe_size,
+        which=["cls", "patch_mean"],
+        cache_dir=f"{runs_root}/features",
+        device=evaluation.device,
+        seed=seed,
+    )
+    features = {
+        "cls": np.asarray(tokens["cls"]),
+        "patch_mean": np.asarray(tokens["patch_mean"]),
+    }
+    features["cls+patch_mean"] = np.concatenate([features["cls"], features["patch_mean"]], 1)
+    config = ProbeConfig(method="sklearn", seeds=evaluation.probe_seeds, c=evaluation.probe_c)
+    results = {}
+    for name in FEATURES:
+        summary = run_probes(
+            features[name],
+            folder.labels_array(),
+            folder.table["subject_id"].to_numpy(),
+            folder.label_names,
+            config,
+            progress=False,
+        )["summary"]
+        results[name] = {
+            "macro_auprc": round(float(summary["macro"]["auprc"]["mean"]), 4),
+            "finding_auprc": {
+                k: round(float(v["auprc"]["mean"]), 4) for k, v in summary["per_label"].items()
+            },
+        }
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", action="append", required=True, help="encoders (repeatable)")
+    parser.add_argument("--runs", default="runs", help="runs root (probe folders, caches)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    pixels = [spec for spec in args.spec if spec.startswith("pixels")]
+    if pixels:
+        parser.error(f"{pixels}: the pixel baseline has no patch tokens to pool")
+    torch.set_num_threads(args.threads)
+    evaluation = ReleaseEval()
+    report: dict = {"evaluation": asdict(evaluation), "versions": versions(), "encoders": {}}
+    for spec in args.spec:
+        report["encoders"][spec] = {
+            str(seed): probe_features(spec, evaluation, seed, args.runs) for seed in evaluation.sets
+        }
+        macro = {
+            s: {f: r["macro_auprc"] for f, r in per.items()}
+            for s, per in report["encoders"][spec].items()
+        }
+        print(spec, macro, flush=True)
+        write_json_atomic(args.out, report)  # grows per encoder: a cut-off run keeps what it did
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
