@@ -29,7 +29,8 @@ class ReleaseEval:
     The segmentation head trains the paper's 100 epochs (App. C): at 12 it was still learning,
     and every encoder looked alike (lung Dice random 0.378 / general 0.388 / phantom 0.385; at
     100: 0.434 / 0.532 / 0.607). Probe set `s` is probe phantoms of seed s + 2 and segmentation
-    phantoms of seed s + 3 (`frozen_probe_metrics`)."""
+    phantoms of seed s + 3 (`frozen_probe_metrics`); a `random:` baseline's probes and sex read-out
+    use a network drawn with seed s (`extract`), its segmentation one drawn with seed 0."""
 
     probe_n: int = 600
     probe_size: int = 224
