@@ -1,10 +1,11 @@
 """Do the findings sit in the patch tokens when the class token misses them? The bar's linear
-probes on three features of each encoder: the class token (the bar's, as RAD-DINO probes), the
-mean of the patch tokens, and both concatenated (DINOv2's linear-evaluation feature), on every
-probe set of the bar. Chapter 02 cites the JSON.
+probes on four features of each encoder: the class token (the bar's, as RAD-DINO probes), the
+mean of the patch tokens, both concatenated (DINOv2's linear-evaluation feature), and the patch
+grid average-pooled to 4 x 4 cells (where in the image, as the raw-pixel baseline keeps it), on
+every probe set of the bar. Chapter 02 cites the JSON.
 
     python benchmarks/pooled_probe.py --spec raddino:phantom --spec raddino:general \
-        --spec random:vit_tiny --out benchmarks/results/cpu_pooled_probe.json
+        --spec random:vit_tiny --out raddino/release/sweeps/pooled_probe.json
 """
 
 from __future__ import annotations
@@ -22,7 +23,22 @@ from raddino.eval.tables import probe_phantoms
 from raddino.ssl.release import ReleaseEval
 from raddino.utils import versions, write_json_atomic
 
-FEATURES = ("cls", "patch_mean", "cls+patch_mean")
+FEATURES = ("cls", "patch_mean", "cls+patch_mean", "patch_grid_4x4")
+GRID_CELLS = 4
+
+
+def pooled_grid(spec: str, folder, evaluation: ReleaseEval, seed: int) -> np.ndarray:
+    """Patch tokens average-pooled to GRID_CELLS x GRID_CELLS cells: (N, C * cells**2); a random
+    init is drawn with the probe set's seed, as `extract` draws it for the token features."""
+    import torch.nn.functional as F
+
+    from raddino.eval.patch_grids import cached_patch_grids
+    from raddino.models.encoders import get_encoder
+
+    encoder = get_encoder(spec, evaluation.device, seed=seed)
+    grids_nlchw = cached_patch_grids(encoder, folder, None, size=evaluation.probe_size)
+    cells_nchw = F.adaptive_avg_pool2d(grids_nlchw[:, -1].float(), GRID_CELLS)
+    return cells_nchw.flatten(1).numpy()
 
 
 def probe_features(spec: str, evaluation: ReleaseEval, seed: int, runs_root: str) -> dict:
@@ -42,6 +58,7 @@ def probe_features(spec: str, evaluation: ReleaseEval, seed: int, runs_root: str
         "patch_mean": np.asarray(tokens["patch_mean"]),
     }
     features["cls+patch_mean"] = np.concatenate([features["cls"], features["patch_mean"]], 1)
+    features["patch_grid_4x4"] = pooled_grid(spec, folder, evaluation, seed)
     config = ProbeConfig(method="sklearn", seeds=evaluation.probe_seeds, c=evaluation.probe_c)
     results = {}
     for name in FEATURES:

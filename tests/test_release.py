@@ -322,3 +322,29 @@ def test_checkpoint_curve_table_orders_steps_and_names_a_missing_seed(tmp_path):
     assert np.isnan(table.loc["random init", SHIFT_COLUMN])
     with pytest.raises(KeyError, match="no curve for evaluation seed 0"):
         checkpoint_curve_table(path, seed=0)
+
+
+def test_pooled_probe_table_groups_sets_under_each_feature(tmp_path):
+    from raddino.ssl.release_tables import pooled_probe_table
+
+    def result(macro, heart):
+        return {"macro_auprc": macro, "finding_auprc": {"cardiomegaly": heart}}
+
+    sets = {
+        "0": {"cls": result(0.23, 0.33), "patch_grid_4x4": result(0.31, 0.56)},
+        "1": {"cls": result(0.21, 0.38), "patch_grid_4x4": result(0.28, 0.64)},
+    }
+    path = tmp_path / "pooled.json"
+    path.write_text(json.dumps({"encoders": {"raddino:phantom": sets}}))
+    table = pooled_probe_table(path)
+    assert list(table.columns) == [
+        ("cls", "set 0"),
+        ("cls", "set 1"),
+        ("patch_grid_4x4", "set 0"),
+        ("patch_grid_4x4", "set 1"),
+    ]
+    assert table.loc["raddino:phantom", ("patch_grid_4x4", "set 1")] == 0.28
+    hearts = pooled_probe_table(path, finding="cardiomegaly")
+    assert hearts.loc["raddino:phantom", ("cls", "set 1")] == 0.38
+    with pytest.raises(KeyError, match="set 0 has no AUPRC for 'nodule'"):
+        pooled_probe_table(path, finding="nodule")

@@ -226,3 +226,27 @@ def checkpoint_curve_table(path: str | os.PathLike, seed: int = 0):
     }
     rows["random init"] = _headline(curve["random"])
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def pooled_probe_table(path: str | os.PathLike, finding: str | None = None):
+    """Macro AUPRC (or one finding's AUPRC) of each encoder (rows) probed on each feature of a
+    `benchmarks/pooled_probe.py` report, per probe set (columns: feature, set)."""
+    import pandas as pd
+
+    report = json.loads(Path(path).read_text())
+    rows = {}
+    for spec, sets in report["encoders"].items():
+        row = {}
+        for feature in next(iter(sets.values())):
+            for seed, features in sets.items():
+                result = features[feature]
+                if finding is None:
+                    row[(feature, f"set {seed}")] = result["macro_auprc"]
+                elif finding in result["finding_auprc"]:
+                    row[(feature, f"set {seed}")] = result["finding_auprc"][finding]
+                else:
+                    raise KeyError(f"{path}: {spec} on set {seed} has no AUPRC for {finding!r}")
+        rows[spec] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.columns = pd.MultiIndex.from_tuples(table.columns, names=["feature", "probe set"])
+    return table
