@@ -118,6 +118,15 @@ def calibrate(args, tiny: dict, calib_dir: Path, out: Path) -> float:
     return images_per_s
 
 
+def per_set_summary(metrics: dict) -> str:
+    """The bar's three numbers on each probe set, for the log (the JSON keeps everything)."""
+    keys = ("macro_auprc", "sex_accuracy", "lung_dice")
+    return "; ".join(
+        f"set {seed}: " + " ".join(f"{k} {m[k]:.3f}" for k in keys)
+        for seed, m in metrics["per_set"].items()
+    )
+
+
 def sweep(args, tiny: dict, out: Path) -> None:
     """Train each phantom-release variant, probe it with the release bar, write sweep.json."""
     from dataclasses import asdict
@@ -162,7 +171,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
     base = load_config("phantom-release", tiny)
     for spec in (random_init_spec(base), "raddino:general", "raddino:phantom"):
         report[spec] = probe(spec)
-        log(f"{spec}: {report[spec]}")
+        log(f"{spec}: {per_set_summary(report[spec])}")
     started = time.perf_counter()
     for name, overrides in variants:
         if args.deadline_s and time.perf_counter() - started > args.deadline_s:
@@ -189,7 +198,8 @@ def sweep(args, tiny: dict, out: Path) -> None:
             "frozen_probes": metrics,
             "target_geometry": target_geometry(meta, batch, config["teacher"]["teacher_temp"]),
         }
-        log(f"{name} ({train_s:.0f} s): {metrics}; teacher entropy {last['teacher_entropy']}")
+        summary = per_set_summary(metrics)
+        log(f"{name} ({train_s:.0f} s): {summary}; teacher entropy {last['teacher_entropy']}")
         (out / "sweep.json").write_text(json.dumps(report, indent=2))
         pack(args.runs / name, out / f"variant_{name}.tar")
 
