@@ -241,7 +241,10 @@ if shipped:
 # random init does: the phantom release is ahead by 0.017 on one set and behind by 0.007 on the
 # other. On sex it is behind random init on both sets. The releases were trained on a GPU for
 # 256,000 phantom images (one H200, 2.5 minutes), over eleven times what the earlier CPU runs
-# saw, so data and compute are not what is missing. The per-finding table (means over both
+# saw, and findings did not move between the two, so more of the same at this scale is not what
+# is missing. That is still a small budget for self-supervised learning (DINOv2 trains for
+# hundreds of millions of images), and whether a hundred times more would help is untested
+# here. The per-finding table (means over both
 # sets) says where the macro number comes from. Raw pixels read cardiomegaly almost perfectly,
 # since the heart's outline sits at fixed pixels; every ViT class token stays near the finding's
 # prevalence. Where the phantom checkpoint does gain over random init, on support devices and
