@@ -70,3 +70,11 @@ def test_compare_refuses_one_set_manifests_and_disjoint_sets():
     other = combine_sets({"5": one_set(0.2, 0.6, 0.6)})
     with pytest.raises(ValueError, match="no probe set in common"):
         compare_on_sets(two, other)
+
+
+def test_a_bar_without_probe_sets_is_refused():
+    from raddino.ssl.bar import bar_on_sets
+    from raddino.ssl.release import ReleaseEval
+
+    with pytest.raises(ValueError, match="ReleaseEval.sets is empty"):
+        bar_on_sets("random:vit_pico", ReleaseEval(sets=()))
