@@ -348,3 +348,39 @@ def test_pooled_probe_table_groups_sets_under_each_feature(tmp_path):
     assert hearts.loc["raddino:phantom", ("cls", "set 1")] == 0.38
     with pytest.raises(KeyError, match="set 0 has no AUPRC for 'nodule'"):
         pooled_probe_table(path, finding="nodule")
+
+
+def test_recipe_verdict_table_compares_each_encoder_with_the_manifest_baseline(tmp_path):
+    from raddino.ssl.bar import combine_sets
+    from raddino.ssl.release_tables import recipe_verdict_table
+
+    def bar(macro_0, macro_1):
+        one = {"macro_auprc": macro_0, "sex_accuracy": 0.6, "lung_dice": 0.6}
+        return combine_sets({"0": one, "1": {**one, "macro_auprc": macro_1}})
+
+    evaluation = {"probe_n": 600, "sets": [0, 1]}
+    manifest = {
+        "frozen_probes": {
+            "evaluation": evaluation,
+            "this": bar(0.23, 0.21),
+            "baselines": {"random:vit_tiny": bar(0.21, 0.21)},
+        }
+    }
+    (tmp_path / "phantom.json").write_text(json.dumps(manifest))
+    report = {
+        "evaluation": evaluation,
+        "start": {"spec": "raddino:phantom", "bar": bar(0.23, 0.21)},
+        "variants": {"long": {"bar": bar(0.26, 0.24)}},
+    }
+    path = tmp_path / "ab.json"
+    path.write_text(json.dumps(report))
+    table = recipe_verdict_table(path, release_dir=tmp_path)
+    assert list(table.index) == ["start raddino:phantom", "variant long"]
+    assert table.loc["variant long", ("macro_auprc", "set 1")] == pytest.approx(0.03)
+    assert table.loc["variant long", ("macro_auprc", "clearly beats")]
+    assert not table.loc["start raddino:phantom", ("macro_auprc", "clearly beats")]
+    with pytest.raises(KeyError, match="no baseline 'pixels:32'"):
+        recipe_verdict_table(path, against="pixels:32", release_dir=tmp_path)
+    path.write_text(json.dumps({**report, "evaluation": {"probe_n": 80, "sets": [0, 1]}}))
+    with pytest.raises(ValueError, match="another bar than phantom.json"):
+        recipe_verdict_table(path, release_dir=tmp_path)

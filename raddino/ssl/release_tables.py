@@ -250,3 +250,40 @@ def pooled_probe_table(path: str | os.PathLike, finding: str | None = None):
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["feature", "probe set"])
     return table
+
+
+def recipe_verdict_table(
+    path: str | os.PathLike,
+    against: str = "random:vit_tiny",
+    release: str = "phantom",
+    release_dir: str | os.PathLike | None = None,
+):
+    """Each encoder of a `benchmarks/cpu_recipe_ab.py` report minus a baseline that a release
+    manifest measured on the same probe sets (`raddino.ssl.bar.compare_on_sets`): per metric,
+    the difference on each set and whether the encoder clearly beats the baseline."""
+    import pandas as pd
+
+    from raddino.ssl.bar import compare_on_sets
+
+    report = json.loads(Path(path).read_text())
+    probes = read_release_manifest(release, release_dir)["frozen_probes"]
+    if report["evaluation"] != probes["evaluation"]:
+        raise ValueError(f"{path}: probed under another bar than {release}.json; re-probe one")
+    if against not in probes["baselines"]:
+        raise KeyError(
+            f"{release}.json has no baseline {against!r}; has {list(probes['baselines'])}"
+        )
+    baseline = probes["baselines"][against]
+    entries = {f"start {report['start']['spec']}": report["start"]}
+    entries |= {f"variant {name}": v for name, v in report.get("variants", {}).items()}
+    rows = {}
+    for label, entry in entries.items():
+        row = {}
+        for metric, result in compare_on_sets(entry["bar"], baseline).items():
+            for seed, difference in result["difference_per_set"].items():
+                row[(metric, f"set {seed}")] = difference
+            row[(metric, "clearly beats")] = result["clearly_beats"]
+        rows[label] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.columns = pd.MultiIndex.from_tuples(table.columns, names=[f"minus {against}", ""])
+    return table
