@@ -78,3 +78,31 @@ def test_a_bar_without_probe_sets_is_refused():
 
     with pytest.raises(ValueError, match="ReleaseEval.sets is empty"):
         bar_on_sets("random:vit_pico", ReleaseEval(sets=()))
+
+
+def test_plot_bar_verdict_draws_each_set_s_differences_per_baseline():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    import pandas as pd
+
+    from raddino.viz.pretraining import plot_bar_verdict
+
+    index = pd.MultiIndex.from_tuples(
+        [("raddino:phantom", b, m) for b in ("random", "general") for m in ("macro", "dice")],
+        names=["release", "against", "metric"],
+    )
+    verdict = pd.DataFrame(
+        {
+            "difference on set 0": [0.02, 0.17, 0.01, 0.08],
+            "difference on set 1": [-0.01, 0.16, 0.0, 0.06],
+        },
+        index=index,
+    )
+    figure = plot_bar_verdict(verdict, margin=CLEAR_MARGIN)
+    assert len(figure.axes) == 2  # one panel per baseline
+    dots = [line for line in figure.axes[1].get_lines() if line.get_marker() == "o"]
+    np.testing.assert_allclose(dots[1].get_ydata(), [0.0, 0.06])  # set 1 against general
+    with pytest.raises(ValueError, match="no 'difference on set' columns"):
+        plot_bar_verdict(verdict[[]], margin=CLEAR_MARGIN)

@@ -97,3 +97,31 @@ def plot_shift_stability(table: pd.DataFrame, **subplot_kw: Any) -> plt.Figure:
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_bar_verdict(verdict: pd.DataFrame, margin: float, **subplot_kw: Any) -> plt.Figure:
+    """The release bar's verdict (`raddino.ssl.release_tables.release_verdict_table`) as dots: one
+    panel per (release, baseline), each metric's difference on every probe set, with the band a
+    win must clear on every set to count (±`margin`)."""
+    pairs = list(dict.fromkeys((r, a) for r, a, _ in verdict.index))
+    set_columns = [c for c in verdict.columns if c.startswith("difference on set ")]
+    if not set_columns:
+        raise ValueError(f"no 'difference on set' columns: {list(verdict.columns)}")
+    width = subplot_kw.pop("figsize", (3.0 * len(pairs), 3.0))
+    fig, axes = plt.subplots(1, len(pairs), figsize=width, sharey=True, squeeze=False, **subplot_kw)
+    for ax, (release, against) in zip(axes[0], pairs, strict=True):
+        mine = [(r, a) == (release, against) for r, a, _ in verdict.index]
+        rows = verdict[mine].droplevel([0, 1])  # one row per metric
+        x = np.arange(len(rows))
+        ax.axhspan(-margin, margin, color="0.9", zorder=0)
+        ax.axhline(0.0, color="0.5", linewidth=0.8)
+        for k, column in enumerate(set_columns):
+            offset = (k - (len(set_columns) - 1) / 2) * 0.15
+            label = column.removeprefix("difference on ")
+            ax.plot(x + offset, rows[column], "o", label=label, color=f"C{k}")
+        ax.set_xticks(x, [m.replace("_", " ") for m in rows.index], rotation=20)
+        ax.set_title(f"{release}\nminus {against}", fontsize=9)
+    axes[0][0].set_ylabel("difference (same phantoms)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
