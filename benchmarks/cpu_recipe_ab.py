@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,7 +25,12 @@ import torch
 
 from raddino.ssl.bar import bar_on_sets
 from raddino.ssl.config import parse_variant
-from raddino.ssl.release import ReleaseEval, class_token_readouts, class_token_stability
+from raddino.ssl.release import (
+    ReleaseEval,
+    class_token_readouts,
+    class_token_stability,
+    training_record,
+)
 from raddino.ssl.short_runs import pretrain_stage
 from raddino.utils import versions, write_json_atomic
 
@@ -101,13 +105,13 @@ def main() -> int:
         if name in report["variants"]:
             print(f"{name}: measured in {args.out} already")
             continue
-        tic = time.perf_counter()
         run_dir = pretrain_stage(args.profile, {**common, **overrides}, runs_root=args.runs,
                                  progress=True)  # fmt: skip
         spec = str(run_dir / "teacher_backbone.safetensors")
         report["variants"][name] = {
             "overrides": overrides,
-            "wall_s": round(time.perf_counter() - tic, 1),
+            # the run's own step time (metrics.jsonl), also when the stage cache had the run
+            "wall_s": training_record(run_dir)["train_wall_s"],
             **measure(spec, evaluation, args.runs, report),
         }
         write_json_atomic(args.out, report)  # a cut-off sweep keeps what it measured

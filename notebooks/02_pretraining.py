@@ -66,6 +66,7 @@ from raddino.ssl.release_tables import (
     checkpoint_curve_table,
     pooled_probe_table,
     recipe_ab_table,
+    recipe_verdict_table,
     release_finding_table,
     release_probe_table,
     release_table,
@@ -527,3 +528,30 @@ display(
         }
     ).style.format(precision=3, na_rep="")
 )
+
+# %% [markdown]
+# **Whole views without KoLeo: the first clear win on sex, none on findings.** Two changes had
+# each done something: whole-image global views keep where things are (the H200 sweep above),
+# and taking KoLeo away steadies the token. They had not been tried together. One more CPU run
+# continued `raddino:phantom` for 800 steps with the ablation profile (112 px, 32 phantoms a
+# step), with global views of 90-100 % of the side, no local crops, no KoLeo and the sharper
+# teacher (0.01; 15.5 minutes of steps). It is held to the two-set bar beside the 800-step
+# no-KoLeo run with the release's crops, and compared with random init on the same phantoms.
+#
+# It is the first encoder of ours that clearly beats random init on sex, on both sets (+0.037
+# and +0.073). Its targets are sharper (teacher entropy 0.45 of ln K over the last quarter of
+# the run, against 0.81 with the release's crops), and its class token is almost as steady
+# under a 4-px shift as random init's (0.72 against 0.78). Findings still do not move (+0.016
+# and -0.009), the class token still keeps the collimation borders (0.99), and lung Dice drops
+# from 0.66 to 0.58, though still clearly above random init. Patch tokens pooled to the 4 × 4
+# grid read findings at 0.29 and 0.27, as the releases and random init do (the pooled-probe
+# benchmark run on this checkpoint).
+
+# %%
+whole_ab = RELEASE_DIR / "sweeps" / "cpu_whole_no_koleo_ab.json"
+display(
+    recipe_ab_table(whole_ab, properties=("collimation borders",)).style.format(
+        precision=3, na_rep=""
+    )
+)
+display(recipe_verdict_table(whole_ab).style.format(precision=3))
