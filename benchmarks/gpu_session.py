@@ -49,6 +49,14 @@ Since then (second 2026-12-03 session): 3,200 CPU steps without KoLeo steadied t
 256 prototypes (cpu_no_koleo_geometry.json). Each variant now also records `target_geometry`
 (are targets sharp, and do an image's two crops share them?), and its bar is measured on every
 probe set of `ReleaseEval.sets` (`raddino.ssl.bar`): judge a variant by its per-set numbers.
+
+Third session: whole-image global views without KoLeo (800 CPU steps) clearly beat random init on
+sex on both probe sets, findings still within noise (cpu_whole_no_koleo_ab.json); patch tokens
+pooled to a 4 x 4 grid read findings no better for any pretrained encoder than for random init
+(pooled_probe.json). The longer GPU run to try next, beside the three above:
+
+    --variant "whole_no_koleo:crops.global_crops_side=[0.9, 1.0];crops.local_crops_number=0;\
+dino.koleo_loss_weight=0;teacher.teacher_temp=0.01;teacher.warmup_teacher_temp=0.01"
 """
 
 from __future__ import annotations
