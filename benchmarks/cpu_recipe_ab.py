@@ -54,8 +54,9 @@ def resumed_report(path: Path, fresh: dict, variants: dict) -> dict:
     if not path.is_file():
         return fresh
     old = json.loads(path.read_text())
+    as_saved = json.loads(json.dumps(fresh))  # tuples (ReleaseEval.sets) read back as lists
     same = ("profile", "common_overrides", "evaluation")
-    if any(old.get(key) != fresh[key] for key in same) or "start" not in old:
+    if any(old.get(key) != as_saved[key] for key in same) or "start" not in old:
         print(f"{path}: made with other settings; starting a new report")
         return fresh
     for name, overrides in variants.items():

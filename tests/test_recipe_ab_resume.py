@@ -25,7 +25,7 @@ def _fresh() -> dict:
         "profile": "ablation",
         "common_overrides": {"train.epochs": "10"},
         "versions": {"raddino": "new"},
-        "evaluation": {"probe_n": 600},
+        "evaluation": {"probe_n": 600, "sets": (0, 1)},  # as asdict(ReleaseEval) gives it
         "variants": {},
     }
 
