@@ -546,6 +546,10 @@ display(
 # from 0.66 to 0.58, though still clearly above random init. Patch tokens pooled to the 4 × 4
 # grid read findings at 0.29 and 0.27, as the releases and random init do (the pooled-probe
 # benchmark run on this checkpoint).
+#
+# A third run adds local crops of 40-70 % of the side back to the whole views (20 minutes of
+# steps). Lung Dice recovers part of the way (0.61), sex still clears random init on both sets,
+# but only just (+0.023 and +0.023), and findings again stay within noise (+0.022 and +0.004).
 
 # %%
 whole_ab = RELEASE_DIR / "sweeps" / "cpu_whole_no_koleo_ab.json"
