@@ -384,3 +384,35 @@ def test_recipe_verdict_table_compares_each_encoder_with_the_manifest_baseline(t
     path.write_text(json.dumps({**report, "evaluation": {"probe_n": 80, "sets": [0, 1]}}))
     with pytest.raises(ValueError, match="another bar than phantom.json"):
         recipe_verdict_table(path, release_dir=tmp_path)
+
+
+def test_recipe_pair_table_subtracts_variants_across_reports(tmp_path):
+    from raddino.ssl.bar import combine_sets
+    from raddino.ssl.release_tables import recipe_pair_table
+
+    def bar(macro_0, macro_1, sex=0.6):
+        one = {"macro_auprc": macro_0, "sex_accuracy": sex, "lung_dice": 0.6}
+        return combine_sets({"0": one, "1": {**one, "macro_auprc": macro_1}})
+
+    evaluation = {"probe_n": 600, "sets": [0, 1]}
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(
+        json.dumps(
+            {"evaluation": evaluation, "variants": {"frontal": {"bar": bar(0.25, 0.24, sex=0.66)}}}
+        )
+    )
+    second.write_text(
+        json.dumps({"evaluation": evaluation, "variants": {"all": {"bar": bar(0.22, 0.23)}}})
+    )
+    table = recipe_pair_table({"frontal - all": ((first, "frontal"), (second, "all"))})
+    assert table.loc["frontal - all", ("macro_auprc", "set 0")] == pytest.approx(0.03)
+    assert table.loc["frontal - all", ("macro_auprc", "set 1")] == pytest.approx(0.01)
+    assert not table.loc["frontal - all", ("macro_auprc", "clearly beats")]
+    assert table.loc["frontal - all", ("sex_accuracy", "clearly beats")]
+    with pytest.raises(KeyError, match="no variant 'other'"):
+        recipe_pair_table({"x": ((first, "other"), (second, "all"))})
+    second.write_text(
+        json.dumps({"evaluation": {"probe_n": 80}, "variants": {"all": {"bar": bar(0.22, 0.23)}}})
+    )
+    with pytest.raises(ValueError, match="probed under other bars"):
+        recipe_pair_table({"x": ((first, "frontal"), (second, "all"))})

@@ -287,3 +287,33 @@ def recipe_verdict_table(
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=[f"minus {against}", ""])
     return table
+
+
+def recipe_pair_table(pairs: dict[str, tuple[tuple[str, str], tuple[str, str]]]):
+    """One row per named pair of `cpu_recipe_ab.py` variants, each given as (report path, variant
+    name): the first minus the second on each probe set, and whether the first clearly beats it.
+    Pairs may span reports; both must have been probed under the same bar."""
+    import pandas as pd
+
+    from raddino.ssl.bar import compare_on_sets
+
+    def variant(path: str, name: str) -> tuple[dict, dict]:
+        report = json.loads(Path(path).read_text())
+        if name not in report.get("variants", {}):
+            raise KeyError(f"{path}: no variant {name!r}; has {list(report.get('variants', {}))}")
+        return report["evaluation"], report["variants"][name]["bar"]
+
+    rows = {}
+    for label, (first, second) in pairs.items():
+        (eval_a, bar_a), (eval_b, bar_b) = variant(*first), variant(*second)
+        if eval_a != eval_b:
+            raise ValueError(f"{label}: {first[0]} and {second[0]} were probed under other bars")
+        row = {}
+        for metric, result in compare_on_sets(bar_a, bar_b).items():
+            for seed, difference in result["difference_per_set"].items():
+                row[(metric, f"set {seed}")] = difference
+            row[(metric, "clearly beats")] = result["clearly_beats"]
+        rows[label] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.columns = pd.MultiIndex.from_tuples(table.columns, names=["first minus second", ""])
+    return table
