@@ -18,9 +18,8 @@ import numpy as np
 import torch
 
 from raddino.eval.features import extract
-from raddino.eval.probe import ProbeConfig, run_probes
 from raddino.eval.tables import probe_phantoms
-from raddino.ssl.release import ReleaseEval
+from raddino.ssl.release import ReleaseEval, finding_probes
 from raddino.utils import versions, write_json_atomic
 
 FEATURES = ("cls", "patch_mean", "cls+patch_mean", "patch_grid_4x4")
@@ -59,23 +58,10 @@ def probe_features(spec: str, evaluation: ReleaseEval, seed: int, runs_root: str
     }
     features["cls+patch_mean"] = np.concatenate([features["cls"], features["patch_mean"]], 1)
     features["patch_grid_4x4"] = pooled_grid(spec, folder, evaluation, seed)
-    config = ProbeConfig(method="sklearn", seeds=evaluation.probe_seeds, c=evaluation.probe_c)
     results = {}
     for name in FEATURES:
-        summary = run_probes(
-            features[name],
-            folder.labels_array(),
-            folder.table["subject_id"].to_numpy(),
-            folder.label_names,
-            config,
-            progress=False,
-        )["summary"]
-        results[name] = {
-            "macro_auprc": round(float(summary["macro"]["auprc"]["mean"]), 4),
-            "finding_auprc": {
-                k: round(float(v["auprc"]["mean"]), 4) for k, v in summary["per_label"].items()
-            },
-        }
+        probes = finding_probes(features[name], folder, evaluation)
+        results[name] = {k: probes[k] for k in ("macro_auprc", "finding_auprc")}
     return results
 
 

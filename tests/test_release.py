@@ -416,3 +416,60 @@ def test_recipe_pair_table_subtracts_variants_across_reports(tmp_path):
     )
     with pytest.raises(ValueError, match="probed under other bars"):
         recipe_pair_table({"x": ((first, "frontal"), (second, "all"))})
+
+
+def test_finding_probes_reads_a_separable_finding_and_not_a_random_one():
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pandas as pd
+
+    from raddino.ssl.release import ReleaseEval, finding_probes
+
+    rng = np.random.default_rng(0)
+    n = 200
+    labels_nl = np.stack([rng.random(n) < 0.3, rng.random(n) < 0.3], 1).astype(float)
+    features_nd = rng.normal(size=(n, 8)).astype(np.float32)
+    features_nd[:, 0] += 4.0 * labels_nl[:, 0]  # the first finding is written into feature 0
+    folder = SimpleNamespace(
+        labels_array=lambda: labels_nl,
+        table=pd.DataFrame({"subject_id": [f"s{i}" for i in range(n)]}),
+        label_names=["visible", "invisible"],
+    )
+    result = finding_probes(features_nd, folder, ReleaseEval(probe_seeds=2))
+    assert result["finding_auprc"]["visible"] > 0.9
+    assert result["finding_auprc"]["invisible"] < 0.6
+    mean = np.mean(list(result["finding_auprc"].values()))
+    assert result["macro_auprc"] == pytest.approx(mean, abs=2e-4)
+
+
+def test_layer_probe_frame_is_long_form_and_names_a_missing_finding(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    from raddino.ssl.release_tables import layer_probe_frame
+    from raddino.viz.pretraining import plot_layer_probe
+
+    def result(macro, heart):
+        return {"macro_auprc": macro, "finding_auprc": {"cardiomegaly": heart}}
+
+    blocks = {
+        "0": {"patch_mean": result(0.22, 0.35), "grid_2x2": result(0.24, 0.41)},
+        "1": {"patch_mean": result(0.23, 0.37), "grid_2x2": result(0.25, 0.45)},
+    }
+    path = tmp_path / "layers.json"
+    path.write_text(json.dumps({"encoders": {"random:vit_tiny": {"0": blocks, "1": blocks}}}))
+    frame = layer_probe_frame(path)
+    assert len(frame) == 8  # 2 sets x 2 blocks x 2 poolings
+    row = frame.query("`probe set` == 'set 1' and block == 1 and pooling == 'grid_2x2'")
+    assert row["auprc"].item() == 0.25
+    hearts = layer_probe_frame(path, finding="cardiomegaly")
+    assert hearts.query("block == 0 and pooling == 'patch_mean'")["auprc"].tolist() == [0.35] * 2
+    with pytest.raises(KeyError, match="no AUPRC for 'nodule'"):
+        layer_probe_frame(path, finding="nodule")
+    figure = plot_layer_probe(frame)
+    assert len(figure.axes) == 2  # one panel per pooling
+    assert [list(line.get_ydata()) for line in figure.axes[0].get_lines()] == [[0.22, 0.23]] * 2
+    with pytest.raises(ValueError, match="empty"):
+        plot_layer_probe(frame.iloc[:0])

@@ -50,7 +50,6 @@ def frozen_probe_metrics(spec: str, evaluation: ReleaseEval, runs_root: str = "r
     frozen encoder on held-out phantoms (seeds 2 and 3 of `phantom_folder`; training uses 0)."""
     from raddino.eval.features import extract
     from raddino.eval.metadata import MetadataConfig
-    from raddino.eval.probe import ProbeConfig, run_probes
     from raddino.eval.segment import run_segmentation
     from raddino.eval.segment_train import HeadTrainConfig
     from raddino.eval.tables import metadata_per_variable, probe_phantoms
@@ -68,15 +67,7 @@ def frozen_probe_metrics(spec: str, evaluation: ReleaseEval, runs_root: str = "r
         device=ev.device,
         seed=ev.seed,
     )["cls"]
-    probe_config = ProbeConfig(method="sklearn", seeds=ev.probe_seeds, c=ev.probe_c)
-    probes = run_probes(
-        features,
-        folder.labels_array(),
-        folder.table["subject_id"].to_numpy(),
-        folder.label_names,
-        probe_config,
-        progress=False,
-    )
+    findings = finding_probes(features, folder, ev)
     metadata = metadata_per_variable(
         features,
         folder.table,
@@ -103,15 +94,37 @@ def frozen_probe_metrics(spec: str, evaluation: ReleaseEval, runs_root: str = "r
         cache_dir=f"{runs_root}/patch_grids",
         progress=False,
     )
-    macro = probes["summary"]["macro"]["auprc"]
-    per_finding = probes["summary"]["per_label"]
     return {
-        "macro_auprc": round(float(macro["mean"]), 4),
-        "macro_auprc_std": round(float(macro["std"]), 4),
+        "macro_auprc": findings["macro_auprc"],
+        "macro_auprc_std": findings["macro_auprc_std"],
         "sex_accuracy": round(float(metadata["accuracy"]["mean"]), 4),
         "sex_majority_accuracy": round(float(metadata["majority_class_accuracy"]["mean"]), 4),
         "lung_dice": round(float(segmentation["dice"]["lungs"]["mean"]), 4),
-        "finding_auprc": {k: round(float(v["auprc"]["mean"]), 4) for k, v in per_finding.items()},
+        "finding_auprc": findings["finding_auprc"],
+    }
+
+
+def finding_probes(features_nd: Any, folder: Any, evaluation: ReleaseEval) -> dict:
+    """The bar's linear probes on one feature matrix (N, D) of the probe phantoms `folder`:
+    macro AUPRC over findings (mean and spread over probe seeds) and each finding's AUPRC."""
+    from raddino.eval.probe import ProbeConfig, run_probes
+
+    config = ProbeConfig(method="sklearn", seeds=evaluation.probe_seeds, c=evaluation.probe_c)
+    summary = run_probes(
+        features_nd,
+        folder.labels_array(),
+        folder.table["subject_id"].to_numpy(),
+        folder.label_names,
+        config,
+        progress=False,
+    )["summary"]
+    macro = summary["macro"]["auprc"]
+    return {
+        "macro_auprc": round(float(macro["mean"]), 4),
+        "macro_auprc_std": round(float(macro["std"]), 4),
+        "finding_auprc": {
+            k: round(float(v["auprc"]["mean"]), 4) for k, v in summary["per_label"].items()
+        },
     }
 
 

@@ -317,3 +317,24 @@ def recipe_pair_table(pairs: dict[str, tuple[tuple[str, str], tuple[str, str]]])
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["first minus second", ""])
     return table
+
+
+def layer_probe_frame(path: str | os.PathLike, finding: str | None = None):
+    """A `benchmarks/layer_probe.py` report in long form: one row per (encoder, probe set, block,
+    pooling) with its macro AUPRC over findings, or one finding's AUPRC."""
+    import pandas as pd
+
+    report = json.loads(Path(path).read_text())
+    rows = []
+    for spec, sets in report["encoders"].items():
+        for seed, blocks in sets.items():
+            for block, poolings in blocks.items():
+                for pooling, result in poolings.items():
+                    if finding is None:
+                        auprc = result["macro_auprc"]
+                    elif finding in result["finding_auprc"]:
+                        auprc = result["finding_auprc"][finding]
+                    else:
+                        raise KeyError(f"{path}: {spec} on set {seed} has no AUPRC for {finding!r}")
+                    rows.append((spec, f"set {seed}", int(block), pooling, auprc))
+    return pd.DataFrame(rows, columns=["encoder", "probe set", "block", "pooling", "auprc"])

@@ -125,3 +125,32 @@ def plot_bar_verdict(verdict: pd.DataFrame, margin: float, **subplot_kw: Any) ->
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_layer_probe(frame: pd.DataFrame, ylabel: str = "macro AUPRC", **subplot_kw: Any):
+    """One panel per pooling of a `raddino.ssl.release_tables.layer_probe_frame`: AUPRC of the
+    linear probes on each block's patch tokens, a colour per encoder, a line style per probe set."""
+    poolings = list(dict.fromkeys(frame["pooling"]))
+    if not poolings:
+        raise ValueError("the layer-probe frame is empty")
+    size = subplot_kw.pop("figsize", (3.6 * len(poolings) + 2.0, 3.0))
+    fig, axes = plt.subplots(
+        1, len(poolings), figsize=size, sharey=True, squeeze=False, **subplot_kw
+    )
+    styles = {
+        s: ("-", "--", ":", "-.")[k % 4] for k, s in enumerate(dict.fromkeys(frame["probe set"]))
+    }
+    colours = {e: f"C{k}" for k, e in enumerate(dict.fromkeys(frame["encoder"]))}
+    for ax, pooling in zip(axes[0], poolings, strict=True):
+        mine = frame[frame["pooling"] == pooling]
+        for (encoder, probe_set), line in mine.groupby(["encoder", "probe set"], sort=False):
+            line = line.sort_values("block")
+            ax.plot(line["block"], line["auprc"], marker="o", color=colours[encoder],
+                    linestyle=styles[probe_set], label=f"{encoder}, {probe_set}")  # fmt: skip
+        ax.set_title(pooling.replace("_", " "), fontsize=10)
+        ax.set_xlabel("block")
+        ax.set_xticks(sorted(set(mine["block"])))
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    return fig
