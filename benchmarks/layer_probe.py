@@ -6,6 +6,11 @@ probe; none that do says the pretraining never put them there. Chapter 02 cites 
 
     python benchmarks/layer_probe.py --spec raddino:phantom --spec raddino:general \
         --spec random:vit_tiny --out raddino/release/sweeps/layer_probe.json   # ~6 min, 2 cores
+
+`--spec LABEL=SPEC` names an encoder in the report, e.g. the labelled reference that
+`benchmarks/supervised_reference.py` leaves in runs/:
+
+    --spec "supervised reference=runs/supervised_reference.safetensors"
 """
 
 from __future__ import annotations
@@ -45,14 +50,21 @@ def probe_blocks(spec: str, evaluation: ReleaseEval, seed: int, runs_root: str) 
     return results
 
 
+def spec_and_label(text: str) -> tuple[str, str]:
+    """'LABEL=SPEC' or 'SPEC' (then its own label) -> (spec, label)."""
+    label, _, spec = text.rpartition("=")
+    return spec, label or spec
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", action="append", required=True, help="encoders (repeatable)")
+    parser.add_argument("--spec", action="append", required=True, help="[LABEL=]SPEC, repeatable")
     parser.add_argument("--runs", default="runs", help="runs root (probe folders, caches)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    pixels = [spec for spec in args.spec if spec.startswith("pixels")]
+    specs = dict(spec_and_label(text) for text in args.spec)
+    pixels = [spec for spec in specs if spec.startswith("pixels")]
     if pixels:
         parser.error(f"{pixels}: the pixel baseline has no blocks to probe")
     torch.set_num_threads(args.threads)
@@ -63,15 +75,17 @@ def main() -> int:
         "poolings": POOLINGS,
         "encoders": {},
     }
-    for spec in args.spec:
-        report["encoders"][spec] = {
+    for spec, label in specs.items():
+        report["encoders"][label] = {
             str(seed): probe_blocks(spec, evaluation, seed, args.runs) for seed in evaluation.sets
         }
+        if label != spec:
+            report.setdefault("specs", {})[label] = spec
         best = {
             seed: max(per[block]["patch_mean"]["macro_auprc"] for block in per)
-            for seed, per in report["encoders"][spec].items()
+            for seed, per in report["encoders"][label].items()
         }
-        print(spec, "best block's patch-mean macro AUPRC per set:", best, flush=True)
+        print(label, "best block's patch-mean macro AUPRC per set:", best, flush=True)
         write_json_atomic(args.out, report)  # grows per encoder: a cut-off run keeps what it did
     return 0
 
