@@ -57,6 +57,12 @@ pooled to a 4 x 4 grid read findings no better for any pretrained encoder than f
 
     --variant "whole_no_koleo:crops.global_crops_side=[0.9, 1.0];crops.local_crops_number=0;\
 dino.koleo_loss_weight=0;teacher.teacher_temp=0.01;teacher.warmup_teacher_temp=0.01"
+
+Fourth session: frontal-only phantoms (as RAD-DINO trained) changed nothing the two-set bar sees
+(cpu_frontal_ab.json); keep the laterals. benchmarks/layer_probe.py found the heart's size in
+both releases' pooled patch tokens, clearly above random init, while their class tokens miss it;
+a labelled reference's class token reads it. Run layer_probe.py on a promising variant's weights
+to see whether its class token has started to gather what its patch tokens hold.
 """
 
 from __future__ import annotations
