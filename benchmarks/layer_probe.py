@@ -26,7 +26,7 @@ from raddino.eval.patch_grids import cached_patch_grids
 from raddino.eval.tables import probe_phantoms
 from raddino.models.encoders import get_encoder
 from raddino.ssl.release import ReleaseEval, finding_probes
-from raddino.utils import versions, write_json_atomic
+from raddino.utils import spec_and_label, versions, write_json_atomic
 
 POOLINGS = {"patch_mean": 1, "grid_2x2": 2}  # feature name: cells per side
 
@@ -48,12 +48,6 @@ def probe_blocks(spec: str, evaluation: ReleaseEval, seed: int, runs_root: str) 
             probes = finding_probes(pooled_nd, folder, evaluation)
             results[str(block)][name] = {k: probes[k] for k in ("macro_auprc", "finding_auprc")}
     return results
-
-
-def spec_and_label(text: str) -> tuple[str, str]:
-    """'LABEL=SPEC' or 'SPEC' (then its own label) -> (spec, label)."""
-    label, _, spec = text.rpartition("=")
-    return spec, label or spec
 
 
 def main() -> int:

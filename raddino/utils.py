@@ -86,3 +86,9 @@ def _cpu_model_name() -> str:
     except OSError:
         pass
     return "unknown"
+
+
+def spec_and_label(text: str) -> tuple[str, str]:
+    """A benchmark's `--spec` value 'LABEL=SPEC' or 'SPEC' (its own label) -> (spec, label)."""
+    label, _, spec = text.rpartition("=")
+    return spec, label or spec

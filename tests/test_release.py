@@ -473,3 +473,80 @@ def test_layer_probe_frame_is_long_form_and_names_a_missing_finding(tmp_path):
     assert [list(line.get_ydata()) for line in figure.axes[0].get_lines()] == [[0.22, 0.23]] * 2
     with pytest.raises(ValueError, match="empty"):
         plot_layer_probe(frame.iloc[:0])
+
+
+def test_recipe_scoreboard_lists_each_run_once_and_plots_its_verdicts(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    from raddino.ssl.bar import CLEAR_MARGIN, combine_sets
+    from raddino.ssl.release_tables import recipe_scoreboard
+    from raddino.viz.pretraining import plot_recipe_scoreboard
+
+    def bar(macro_0, macro_1):
+        one = {"macro_auprc": macro_0, "sex_accuracy": 0.6, "lung_dice": 0.6}
+        return combine_sets({"0": one, "1": {**one, "macro_auprc": macro_1}})
+
+    evaluation = {"probe_n": 600, "sets": [0, 1]}
+    baselines = {"random:vit_tiny": bar(0.21, 0.21)}
+    manifest = {"evaluation": evaluation, "this": bar(0.23, 0.21), "baselines": baselines}
+    (tmp_path / "phantom.json").write_text(json.dumps({"frozen_probes": manifest}))
+    start = {"spec": "raddino:phantom", "bar": bar(0.23, 0.21)}
+
+    def report(name, variants):
+        path = tmp_path / f"{name}.json"
+        path.write_text(
+            json.dumps({"evaluation": evaluation, "start": start, "variants": variants})
+        )
+        return path
+
+    first = report("first", {"long": {"overrides": {"a": "1"}, "bar": bar(0.26, 0.24)}})
+    second = report(
+        "second",
+        {
+            "long": {"overrides": {"a": "1"}, "bar": bar(0.26, 0.24)},  # the same run again
+            "other": {"overrides": {"b": "2"}, "bar": bar(0.22, 0.20)},
+        },
+    )
+    board = recipe_scoreboard([first, second], release_dir=tmp_path)
+    assert list(board.index) == [
+        ("start", "start raddino:phantom"),
+        ("first", "long"),
+        ("second", "other"),
+    ]
+    assert board.loc[("first", "long"), ("macro_auprc", "clearly beats")]
+    assert board.loc[("second", "other"), ("macro_auprc", "set 1")] == pytest.approx(-0.01)
+    figure = plot_recipe_scoreboard(board, margin=CLEAR_MARGIN)
+    assert len(figure.axes) == 3  # one panel per bar metric
+    clear = [line for line in figure.axes[0].get_lines() if line.get_label() == "clear"]
+    assert len(clear[0].get_xdata()) == 1  # only "long" clears macro AUPRC
+
+
+def test_finding_sets_table_puts_the_baseline_draws_beside_each_encoder(tmp_path):
+    from raddino.ssl.release_tables import finding_sets_table
+
+    report = {
+        "baseline": {
+            "spec": "random:vit_tiny",
+            "draws": 2,
+            "macro_auprc": {"0": [0.21, 0.23], "1": [0.20, 0.20]},
+        },
+        "encoders": {
+            "raddino:phantom": {
+                "macro_auprc": {"0": 0.25, "1": 0.19},
+                "minus_baseline": {"0": 0.03, "1": -0.01},
+                "mean_difference": 0.01,
+                "sets_ahead": 1,
+            }
+        },
+    }
+    path = tmp_path / "sets.json"
+    path.write_text(json.dumps(report))
+    table = finding_sets_table(path)
+    baseline = "random:vit_tiny (mean of 2 draws)"
+    assert list(table.index) == [baseline, "raddino:phantom"]
+    assert table.loc[baseline, ("macro AUPRC", "set 0")] == pytest.approx(0.22)
+    assert table.loc[baseline, ("draw spread (sd)", "set 0")] == pytest.approx(0.01414, abs=1e-4)
+    assert table.loc["raddino:phantom", ("minus random init", "sets ahead")] == 1
+    assert [c[0] for c in table.columns][:2] == ["macro AUPRC", "macro AUPRC"]

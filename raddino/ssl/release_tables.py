@@ -338,3 +338,52 @@ def layer_probe_frame(path: str | os.PathLike, finding: str | None = None):
                         raise KeyError(f"{path}: {spec} on set {seed} has no AUPRC for {finding!r}")
                     rows.append((spec, f"set {seed}", int(block), pooling, auprc))
     return pd.DataFrame(rows, columns=["encoder", "probe set", "block", "pooling", "auprc"])
+
+
+def recipe_scoreboard(
+    paths: list[str | os.PathLike],
+    against: str = "random:vit_tiny",
+    release_dir: str | os.PathLike | None = None,
+):
+    """Every variant of several `cpu_recipe_ab.py` reports in one `recipe_verdict_table` (rows:
+    report stem / variant), with their shared starting encoder once at the top. A variant that an
+    earlier report already holds with the same overrides (the same run) is listed once."""
+    import pandas as pd
+
+    tables, seen = {}, {}
+    for path in paths:
+        verdicts = recipe_verdict_table(path, against=against, release_dir=release_dir)
+        start = [label for label in verdicts.index if label.startswith("start ")]
+        tables.setdefault("start", verdicts.loc[start])
+        repeated = []
+        for name, variant in json.loads(Path(path).read_text()).get("variants", {}).items():
+            if seen.get(name) == variant["overrides"]:
+                repeated.append(f"variant {name}")
+            seen.setdefault(name, variant["overrides"])
+        tables[Path(path).stem] = verdicts.drop(index=start + repeated)
+    board = pd.concat(tables, names=["report", "encoder"])
+    return board.rename(index=lambda label: label.removeprefix("variant "), level=1)
+
+
+def finding_sets_table(path: str | os.PathLike):
+    """A `benchmarks/finding_sets.py` report: each encoder's class-token macro AUPRC on every
+    probe set and its difference from random init (mean of its draws), with the mean difference
+    and on how many sets it is ahead; the baseline's row gives its draws' mean and spread."""
+    import numpy as np
+    import pandas as pd
+
+    report = json.loads(Path(path).read_text())
+    baseline = report["baseline"]
+    draws = {s: np.asarray(v, dtype=float) for s, v in baseline["macro_auprc"].items()}
+    label = f"{baseline['spec']} (mean of {baseline['draws']} draws)"
+    rows = {label: {("macro AUPRC", f"set {s}"): v.mean() for s, v in draws.items()}}
+    rows[label] |= {("draw spread (sd)", f"set {s}"): v.std(ddof=1) for s, v in draws.items()}
+    for name, entry in report["encoders"].items():
+        row = {("macro AUPRC", f"set {s}"): v for s, v in entry["macro_auprc"].items()}
+        row |= {("minus random init", f"set {s}"): v for s, v in entry["minus_baseline"].items()}
+        row[("minus random init", "mean")] = entry["mean_difference"]
+        row[("minus random init", "sets ahead")] = entry["sets_ahead"]
+        rows[name] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    order = ["macro AUPRC", "minus random init", "draw spread (sd)"]
+    return table[[c for group in order for c in table.columns if c[0] == group]]

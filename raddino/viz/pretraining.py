@@ -154,3 +154,31 @@ def plot_layer_probe(frame: pd.DataFrame, ylabel: str = "macro AUPRC", **subplot
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return fig
+
+
+def plot_recipe_scoreboard(board: pd.DataFrame, margin: float, **subplot_kw: Any) -> plt.Figure:
+    """A `raddino.ssl.release_tables.recipe_scoreboard` as dots: one panel per bar metric, one
+    column per encoder, its difference from the baseline on each probe set, and the ±`margin`
+    band a win must clear on every set."""
+    metrics = list(dict.fromkeys(board.columns.get_level_values(0)))
+    labels = [encoder for _, encoder in board.index]
+    size = subplot_kw.pop("figsize", (max(6.0, 0.45 * len(labels) + 1.5), 2.4 * len(metrics)))
+    fig, axes = plt.subplots(
+        len(metrics), 1, figsize=size, sharex=True, squeeze=False, **subplot_kw
+    )
+    x = np.arange(len(labels))
+    for ax, metric in zip(axes[:, 0], metrics, strict=True):
+        sets = [c for c in board[metric].columns if c.startswith("set ")]
+        ax.axhspan(-margin, margin, color="0.9", zorder=0)
+        ax.axhline(0.0, color="0.5", linewidth=0.8)
+        for k, column in enumerate(sets):
+            offset = (k - (len(sets) - 1) / 2) * 0.2
+            ax.plot(x + offset, board[(metric, column)], "o", color=f"C{k}", label=column)
+        clear = board[(metric, "clearly beats")].to_numpy(dtype=bool)
+        top = ax.get_ylim()[1]
+        ax.plot(x[clear], np.full(clear.sum(), top), "v", color="k", markersize=5, label="clear")
+        ax.set_ylabel(metric.replace("_", " "), fontsize=9)
+    axes[-1, 0].set_xticks(x, labels, rotation=60, ha="right", fontsize=8)
+    axes[0, 0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
