@@ -672,16 +672,16 @@ figure = plot_recipe_scoreboard(board, margin=CLEAR_MARGIN)
 # **Is there a finding gain too small for the bar to see?** The class-token finding probes alone
 # (the cheap part of the bar) on four probe sets instead of two, with random init averaged over
 # three draws of its weights on each set (`benchmarks/finding_sets.py`). The draws barely differ
-# (standard deviation 0.002-0.005), so the baseline's luck is not what moves the verdicts; the
-# probe phantoms are. The supervised reference, a positive control, is ahead on every set by
-# 0.15-0.18: an effect of that size the probes see at once. The self-supervised encoders come
-# nowhere near it. The shipped phantom release is ahead by 0.001 on average over the four sets, the general
-# release by 0.009. The best CPU run, frontal views without KoLeo, is ahead on all four sets, by
-# 0.002-0.033 and 0.018 on average (+0.008 and +0.028 on sets 2 and 3, which chose nothing);
-# the all-views run of the same recipe is ahead on three, by 0.011 on average. So a finding
-# gain of one or two hundredths of AUPRC may be there for the KoLeo-free runs. It is smaller
-# than the bar's margin, smaller than the spread between probe sets, and a tenth of what labels
-# give. This is not the clear win the bar asks for, and we do not claim one.
+# (standard deviation 0.002-0.005), so the baseline's luck is not what moves the verdicts; the probe
+# phantoms are. The supervised reference, a positive control, is ahead on every set by 0.15-0.18: an
+# effect of that size the probes see at once. The self-supervised encoders come nowhere near it. The
+# shipped phantom release is ahead by 0.001 on average over the four sets, the general release by
+# 0.009. The best CPU run, frontal views without KoLeo, is ahead on all four sets, by 0.002-0.033
+# and 0.018 on average (+0.008 and +0.028 on sets 2 and 3, which chose nothing); the all-views run
+# of the same recipe is ahead on three, by 0.011 on average. So a finding gain of one or two
+# hundredths of AUPRC may be there for the KoLeo-free runs. It is smaller than the bar's margin,
+# smaller than the spread between probe sets, and a tenth of what labels give. This is not the clear
+# win the bar asks for, and we do not claim one.
 
 # %%
 display(
