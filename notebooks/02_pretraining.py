@@ -606,25 +606,23 @@ display(recipe_verdict_table(whole_ab).style.format(precision=3))
 
 # %% [markdown]
 # **Frontal views only, as RAD-DINO trained: no difference the bar can see.** For its runs up to
-# 546 k images RAD-DINO kept only frontal scans (AP and PA), because its test sets are frontal and
+# 546,000 images RAD-DINO kept only frontal scans (AP and PA), because its test sets are frontal and
 # that gave the largest gains. Our phantom release samples PA, AP and lateral phantoms, and the
-# probes are frontal. Two more CPU runs repeat the first two 800-step runs above without
-# laterals (20 and 15 minutes of steps): same start, seed and steps, and the 512 phantoms in
-# memory are all frontal instead of about two thirds of them.
+# probes are frontal. Two more CPU runs repeat the first two 800-step runs above without laterals
+# (20 and 15 minutes of steps): same start, seed and steps, and the 512 phantoms in memory are all
+# frontal instead of about two thirds of them.
 #
-# Against random init, the frontal run with the release's crops clearly beats it on sex (+0.053
-# and +0.063) as well as on lung Dice, and findings stay within noise (+0.032 and +0.002).
-# Against its own twin with laterals, though, nothing moves clearly: sex +0.035 and -0.005,
-# macro AUPRC -0.001 and +0.003. The twin missed the sex margin on one set by 0.002, so the pass
-# here says more about the margin than about the views. What does hold on both sets goes the
-# other way: with the release's crops the lateral views add 0.03 of lung Dice. With whole views
-# the frontal run loses the twin's clear sex win (-0.007 and +0.072); the two differ on one set
-# only (-0.043 and -0.002).
+# Against random init, the frontal run with the release's crops clearly beats it on sex (+0.053 and
+# +0.063) as well as on lung Dice, and findings stay within noise (+0.032 and +0.002). Against its
+# own twin with laterals, though, nothing moves clearly: sex +0.035 and -0.005, macro AUPRC -0.001
+# and +0.003. The twin missed the sex margin on one set by 0.002, so the pass here says more about
+# the margin than about the views. What does hold on both sets goes the other way: with the
+# release's crops the lateral views add 0.03 of lung Dice. With whole views the frontal run loses
+# the twin's clear sex win (-0.007 and +0.072); the two differ on one set only (-0.043 and -0.002).
 # On four probe sets (the last table of the chapter) the frontal run has a small edge on findings,
-# 0.018 against 0.011 above random init on average, within the noise. So we keep lateral views
-# in the release recipe for now. The lesson is about reading the bar: when one
-# run clears the 0.02 margin and another just misses it, compare the two runs directly before
-# crediting the change.
+# 0.018 against 0.011 above random init on average, within the noise. So we keep lateral views in
+# the release recipe for now. The lesson is about reading the bar: when one run clears the 0.02
+# margin and another just misses it, compare the two runs directly before crediting the change.
 
 # %%
 frontal_ab = RELEASE_DIR / "sweeps" / "cpu_frontal_ab.json"
