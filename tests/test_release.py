@@ -550,3 +550,13 @@ def test_finding_sets_table_puts_the_baseline_draws_beside_each_encoder(tmp_path
     assert table.loc[baseline, ("draw spread (sd)", "set 0")] == pytest.approx(0.01414, abs=1e-4)
     assert table.loc["raddino:phantom", ("minus random init", "sets ahead")] == 1
     assert [c[0] for c in table.columns][:2] == ["macro AUPRC", "macro AUPRC"]
+
+
+def test_spec_and_label_splits_a_named_benchmark_spec():
+    from raddino.utils import spec_and_label
+
+    assert spec_and_label("raddino:phantom") == ("raddino:phantom", "raddino:phantom")
+    assert spec_and_label("supervised reference=runs/w.safetensors") == (
+        "runs/w.safetensors",
+        "supervised reference",
+    )
