@@ -239,17 +239,34 @@ def pooled_probe_table(path: str | os.PathLike, finding: str | None = None):
         row = {}
         for feature in next(iter(sets.values())):
             for seed, features in sets.items():
-                result = features[feature]
-                if finding is None:
-                    row[(feature, f"set {seed}")] = result["macro_auprc"]
-                elif finding in result["finding_auprc"]:
-                    row[(feature, f"set {seed}")] = result["finding_auprc"][finding]
-                else:
-                    raise KeyError(f"{path}: {spec} on set {seed} has no AUPRC for {finding!r}")
+                where = f"{path}: {spec} on set {seed}"
+                row[(feature, f"set {seed}")] = _auprc(features[feature], finding, where)
         rows[spec] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["feature", "probe set"])
     return table
+
+
+def _verdict_row(this: dict, baseline: dict) -> dict:
+    """`compare_on_sets` as one table row: (metric, "set k") differences and (metric, "clearly
+    beats")."""
+    from raddino.ssl.bar import compare_on_sets
+
+    row = {}
+    for metric, result in compare_on_sets(this, baseline).items():
+        for seed, difference in result["difference_per_set"].items():
+            row[(metric, f"set {seed}")] = difference
+        row[(metric, "clearly beats")] = result["clearly_beats"]
+    return row
+
+
+def _auprc(result: dict, finding: str | None, where: str) -> float:
+    """Macro AUPRC of a probe result, or one finding's; a KeyError names `where` if it lacks it."""
+    if finding is None:
+        return result["macro_auprc"]
+    if finding not in result["finding_auprc"]:
+        raise KeyError(f"{where} has no AUPRC for {finding!r}")
+    return result["finding_auprc"][finding]
 
 
 def recipe_verdict_table(
@@ -262,8 +279,6 @@ def recipe_verdict_table(
     manifest measured on the same probe sets (`raddino.ssl.bar.compare_on_sets`): per metric,
     the difference on each set and whether the encoder clearly beats the baseline."""
     import pandas as pd
-
-    from raddino.ssl.bar import compare_on_sets
 
     report = json.loads(Path(path).read_text())
     probes = read_release_manifest(release, release_dir)["frozen_probes"]
@@ -278,12 +293,7 @@ def recipe_verdict_table(
     entries |= {f"variant {name}": v for name, v in report.get("variants", {}).items()}
     rows = {}
     for label, entry in entries.items():
-        row = {}
-        for metric, result in compare_on_sets(entry["bar"], baseline).items():
-            for seed, difference in result["difference_per_set"].items():
-                row[(metric, f"set {seed}")] = difference
-            row[(metric, "clearly beats")] = result["clearly_beats"]
-        rows[label] = row
+        rows[label] = _verdict_row(entry["bar"], baseline)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=[f"minus {against}", ""])
     return table
@@ -294,8 +304,6 @@ def recipe_pair_table(pairs: dict[str, tuple[tuple[str, str], tuple[str, str]]])
     name): the first minus the second on each probe set, and whether the first clearly beats it.
     Pairs may span reports; both must have been probed under the same bar."""
     import pandas as pd
-
-    from raddino.ssl.bar import compare_on_sets
 
     def variant(path: str, name: str) -> tuple[dict, dict]:
         report = json.loads(Path(path).read_text())
@@ -308,12 +316,7 @@ def recipe_pair_table(pairs: dict[str, tuple[tuple[str, str], tuple[str, str]]])
         (eval_a, bar_a), (eval_b, bar_b) = variant(*first), variant(*second)
         if eval_a != eval_b:
             raise ValueError(f"{label}: {first[0]} and {second[0]} were probed under other bars")
-        row = {}
-        for metric, result in compare_on_sets(bar_a, bar_b).items():
-            for seed, difference in result["difference_per_set"].items():
-                row[(metric, f"set {seed}")] = difference
-            row[(metric, "clearly beats")] = result["clearly_beats"]
-        rows[label] = row
+        rows[label] = _verdict_row(bar_a, bar_b)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["first minus second", ""])
     return table
@@ -330,12 +333,7 @@ def layer_probe_frame(path: str | os.PathLike, finding: str | None = None):
         for seed, blocks in sets.items():
             for block, poolings in blocks.items():
                 for pooling, result in poolings.items():
-                    if finding is None:
-                        auprc = result["macro_auprc"]
-                    elif finding in result["finding_auprc"]:
-                        auprc = result["finding_auprc"][finding]
-                    else:
-                        raise KeyError(f"{path}: {spec} on set {seed} has no AUPRC for {finding!r}")
+                    auprc = _auprc(result, finding, f"{path}: {spec} on set {seed}")
                     rows.append((spec, f"set {seed}", int(block), pooling, auprc))
     return pd.DataFrame(rows, columns=["encoder", "probe set", "block", "pooling", "auprc"])
 
