@@ -170,15 +170,19 @@ def phantom_folder(
     views: tuple[str, ...] | list[str] = ("PA",),
     *,
     with_masks: bool = True,
+    prevalence: dict[str, float] | None = None,
     root: str | os.PathLike = DEFAULT_ROOT,
     workers: int = 1,
     quiet: bool = False,
 ) -> Path:
-    """Dataset folder of phantoms 0..n-1 (stage `phantoms`), rendered once per config."""
+    """Dataset folder of phantoms 0..n-1 (stage `phantoms`), rendered once per config;
+    `prevalence` overrides finding probabilities (the rest keep `DEFAULT_PREVALENCE`)."""
     from raddino.data.dataset_folder import write_phantom_folder
     from raddino.data.phantom import PhantomConfig
 
-    phantom_config = PhantomConfig(size=size, views=tuple(views), with_masks=with_masks)
+    phantom_config = PhantomConfig(
+        size=size, views=tuple(views), with_masks=with_masks, prevalence=prevalence or {}
+    )
     config = {"n": n, "seed": seed, "phantom": phantom_config.to_dict()}
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive number of images, got {n!r}")

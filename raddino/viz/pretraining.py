@@ -182,3 +182,29 @@ def plot_recipe_scoreboard(board: pd.DataFrame, margin: float, **subplot_kw: Any
     axes[0, 0].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
+
+
+def plot_counterfactuals(tables: dict[str, pd.DataFrame], **subplot_kw: Any) -> plt.Figure:
+    """Heat maps of `raddino.eval.counterfactual.counterfactual_frame` tables (title -> table):
+    rows encoders, columns findings, 0.5 (blind) white, 1 (always seen) dark."""
+    if not tables:
+        raise ValueError("no counterfactual tables to plot")
+    first = next(iter(tables.values()))
+    size = subplot_kw.pop(
+        "figsize", (0.55 * first.shape[1] + 2.5, 0.45 * len(first) * len(tables) + 1.5)
+    )
+    fig, axes = plt.subplots(len(tables), 1, figsize=size, squeeze=False, **subplot_kw)
+    for ax, (title, table) in zip(axes[:, 0], tables.items(), strict=True):
+        image = ax.imshow(
+            table.to_numpy(dtype=float), cmap="Blues", vmin=0.5, vmax=1.0, aspect="auto"
+        )
+        for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if value > 0.8 else "black")  # fmt: skip
+        ax.set_yticks(range(len(table)), table.index, fontsize=8)
+        ax.set_xticks(range(table.shape[1]), [c.replace("_", " ") for c in table.columns],
+                      rotation=40, ha="right", fontsize=8)  # fmt: skip
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    return fig
