@@ -100,15 +100,22 @@ def test_frame_and_plot_read_a_report(tmp_path):
 
     readout = {"auroc": 0.7, "paired": 0.9}
     report = {
+        "specs": {"pixels:32": "pixels:32", "random": "random:vit_tiny"},
         "encoders": {
-            "pixels:32": {"cls": {"nodule": readout}},
-            "random": {"cls": {"nodule": readout}, "patch_mean": {"nodule": readout}},
-        }
+            "pixels:32": {"cls": {"nodule": readout, "fibrosis": {"auroc": 0.95, "paired": 1}}},
+            "random": {
+                "cls": {"nodule": readout, "fibrosis": readout},
+                "patch_mean": {"nodule": readout, "fibrosis": readout},
+            },
+        },
     }
     path = tmp_path / "report.json"
     path.write_text(json.dumps(report))
     frame = counterfactual_frame(path, "paired", "patch_mean")
     assert list(frame.index) == ["random"] and frame.loc["random", "nodule"] == 0.9
+    assert list(frame.columns) == ["nodule", "fibrosis", "mean", "mean of the 1 pixels see"]
+    assert frame.loc["random", "mean"] == 0.9
+    assert counterfactual_frame(path).loc["pixels:32", "mean of the 1 pixels see"] == 0.95
     assert list(counterfactual_frame(path).index) == ["pixels:32", "random"]
     with pytest.raises(ValueError, match="readout must be 'paired' or 'auroc'"):
         counterfactual_frame(path, "accuracy")

@@ -26,6 +26,7 @@ import numpy as np
 
 # Every finding alone; a chest tube is a support device, so it comes with that label too.
 _ALONE_EXTRA = {"chest_tube": {"support_devices": 1.0}}
+PIXELS_SEE = 0.9  # a finding raw pixels tell apart at this held-out AUROC is plainly visible
 
 
 def prevalence_alone(finding: str | None) -> dict[str, float]:
@@ -183,7 +184,8 @@ def counterfactual_table(
 
 def counterfactual_frame(path: str | Any, readout: str = "auroc", token: str = "cls") -> Any:
     """A `benchmarks/finding_counterfactuals.py` report as a table: rows encoders that have
-    `token`, columns findings, values one read-out ("auroc" or "paired")."""
+    `token`, columns findings, their mean, and the mean over the findings that the report's
+    raw-pixel baseline tells apart; values one read-out ("auroc" or "paired")."""
     import json
     from pathlib import Path
 
@@ -197,4 +199,12 @@ def counterfactual_frame(path: str | Any, readout: str = "auroc", token: str = "
         for encoder, tokens in report["encoders"].items()
         if token in tokens
     }
-    return pd.DataFrame.from_dict(rows, orient="index")
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame = frame.assign(mean=frame.mean(axis=1))  # over all findings, the invisible ones too
+    pixels = [
+        t["cls"] for e, t in report["encoders"].items() if report["specs"][e].startswith("pixels")
+    ]
+    if pixels:  # the findings a linear read-out of raw pixels tells apart (AUROC >= 0.9)
+        seen = [f for f, result in pixels[0].items() if result["auroc"] >= PIXELS_SEE]
+        frame[f"mean of the {len(seen)} pixels see"] = frame[seen].mean(axis=1)
+    return frame
