@@ -63,6 +63,16 @@ Fourth session: frontal-only phantoms (as RAD-DINO trained) changed nothing the 
 both releases' pooled patch tokens, clearly above random init, while their class tokens miss it;
 a labelled reference's class token reads it. Run layer_probe.py on a promising variant's weights
 to see whether its class token has started to gather what its patch tokens hold.
+
+Fifth session: counterfactual pairs (benchmarks/finding_counterfactuals.py) showed the release
+recipe itself blinds the class token to findings: 400 CPU steps of it from raddino:general undo
+the general release's finding sensitivity, while KoLeo off + teacher temperature 0.01 (+ no
+intensity jitter) raise it, and that run clears the findings margin against random init and the
+general release on both sets (cpu_from_general_ab.json). The GPU variant to regenerate the
+phantom release with, then hold to the bar, finding_sets.py and finding_counterfactuals.py:
+
+    --variant "no_koleo_sharp_no_jitter:dino.koleo_loss_weight=0;teacher.teacher_temp=0.01;\
+teacher.warmup_teacher_temp=0.01;crops.photometric_strength=0"
 """
 
 from __future__ import annotations
