@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 # same global batch (4) for 1 and 2 processes; no drop-path (its draws differ per rank by design)
 BASE = {
     "model.drop_path_rate": 0.0,
+    "model.layerscale": 1.0,  # not 1e-5: see tests/test_ssl_torchrun.py's COMMON
     "train.epochs": 2,
     "train.epoch_length": 2,
     "train.checkpoint_every": 2,
