@@ -258,20 +258,20 @@ if shipped:
 # **Findings and sex: not met.** The class tokens of both releases read findings about as well as
 # random init does: the phantom release is ahead by 0.017 on one set and behind by 0.007 on the
 # other. On sex it is behind random init on both sets. The releases were trained on a GPU for
-# 256,000 phantom images (one H200, 2.5 minutes), over eleven times what the earlier CPU runs
-# saw, and findings did not move between the two, so more of the same at this scale is not what
-# is missing. That is still a small budget for self-supervised learning (DINOv2 trains for
-# hundreds of millions of images), and whether a hundred times more would help is untested here. Two
-# later sections locate and size the gap: the releases' patch tokens hold the heart's size clearly
-# better than random init's while their class tokens do not (block by block), and on four probe sets
-# the best CPU run is ahead of random init on findings by 0.018 on average, below the bar's margin
-# (the four-set table). The chapter's last sections trace the gap to the recipe itself: KoLeo and
-# a softer teacher make the class token ignore findings, and a CPU run without them clears the
-# findings margin on every probe set. The per-finding table (means over both sets) says where the macro
-# number comes from. Raw pixels read cardiomegaly almost perfectly,
-# since the heart's outline sits at fixed pixels; every ViT class token stays near the finding's
-# prevalence. Where the phantom checkpoint does gain over random init, on support devices and
-# chest tubes, the finding is a line that looks alike wherever a crop falls.
+# 256,000 phantom images (one H200, 2.5 minutes), over eleven times what the earlier CPU runs saw,
+# and findings did not move between the two, so more of the same at this scale is not what is
+# missing. That is still a small budget for self-supervised learning (DINOv2 trains for hundreds of
+# millions of images), and whether a hundred times more would help is untested here. Two later
+# sections locate and size the gap: the releases' patch tokens hold the heart's size clearly better
+# than random init's while their class tokens do not (block by block), and on four probe sets the
+# best CPU run is ahead of random init on findings by 0.018 on average, below the bar's margin (the
+# four-set table). The chapter's last sections trace the gap to the recipe itself: KoLeo and a
+# softer teacher make the class token ignore findings, and a CPU run without them clears the
+# findings margin on every probe set. The per-finding table (means over both sets) says where the
+# macro number comes from. Raw pixels read cardiomegaly almost perfectly, since the heart's outline
+# sits at fixed pixels; every ViT class token stays near the finding's prevalence. Where the phantom
+# checkpoint does gain over random init, on support devices and chest tubes, the finding is a line
+# that looks alike wherever a crop falls.
 
 # %%
 if shipped:
