@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=200, help="phantoms per folder (2 per subject)")
     parser.add_argument("--size", type=int, default=224, help="phantom and encoder input side")
     parser.add_argument(
-        "--seed", type=int, default=100, help="phantom world (not 0, 2-6: held out)"
+        "--seed", type=int, default=100, help="phantom world (0 trains, 2-6 are probe sets)"
     )
     parser.add_argument("--draw", type=int, default=0, help="weights seed of random: specs")
     parser.add_argument("--runs", default="runs", help="runs root (phantom folders, caches)")

@@ -195,10 +195,9 @@ def plot_counterfactuals(tables: dict[str, pd.DataFrame], **subplot_kw: Any) -> 
     )
     fig, axes = plt.subplots(len(tables), 1, figsize=size, squeeze=False, **subplot_kw)
     for ax, (title, table) in zip(axes[:, 0], tables.items(), strict=True):
-        image = ax.imshow(
-            table.to_numpy(dtype=float), cmap="Blues", vmin=0.5, vmax=1.0, aspect="auto"
-        )
-        for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
+        values = table.to_numpy(dtype=float)
+        image = ax.imshow(values, cmap="Blues", vmin=0.5, vmax=1.0, aspect="auto")
+        for (i, j), value in np.ndenumerate(values):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if value > 0.8 else "black")  # fmt: skip
         ax.set_yticks(range(len(table)), table.index, fontsize=8)
