@@ -32,6 +32,7 @@ from raddino.ssl.release import (
     training_record,
 )
 from raddino.ssl.short_runs import pretrain_stage
+from raddino.ssl.train import CollapseDetected, TrainingDiverged
 from raddino.utils import versions, write_json_atomic
 
 
@@ -106,8 +107,14 @@ def main() -> int:
         if name in report["variants"]:
             print(f"{name}: measured in {args.out} already")
             continue
-        run_dir = pretrain_stage(args.profile, {**common, **overrides}, runs_root=args.runs,
-                                 progress=True)  # fmt: skip
+        try:
+            run_dir = pretrain_stage(args.profile, {**common, **overrides}, runs_root=args.runs,
+                                     progress=True)  # fmt: skip
+        except (CollapseDetected, TrainingDiverged) as error:  # a finding, not a crash
+            report["variants"][name] = {"overrides": overrides, "failed": str(error)}
+            write_json_atomic(args.out, report)
+            print(f"{name} stopped: {error}")
+            continue
         spec = str(run_dir / "teacher_backbone.safetensors")
         report["variants"][name] = {
             "overrides": overrides,

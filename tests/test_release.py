@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -370,12 +371,18 @@ def test_recipe_verdict_table_compares_each_encoder_with_the_manifest_baseline(t
     report = {
         "evaluation": evaluation,
         "start": {"spec": "raddino:phantom", "bar": bar(0.23, 0.21)},
-        "variants": {"long": {"bar": bar(0.26, 0.24)}},
+        "variants": {
+            "long": {"bar": bar(0.26, 0.24)},
+            "flat": {"overrides": {"dino.koleo_loss_weight": "0"}, "failed": "collapsed"},
+        },
     }
     path = tmp_path / "ab.json"
     path.write_text(json.dumps(report))
     table = recipe_verdict_table(path, release_dir=tmp_path)
-    assert list(table.index) == ["start raddino:phantom", "variant long"]
+    assert list(table.index) == ["start raddino:phantom", "variant long", "variant flat"]
+    # a run the collapse check stopped keeps its row: why, and no numbers
+    assert table.loc["variant flat", ("failed", "")] == "collapsed"
+    assert math.isnan(table.loc["variant flat", ("macro_auprc", "set 0")])
     assert table.loc["variant long", ("macro_auprc", "set 1")] == pytest.approx(0.03)
     assert table.loc["variant long", ("macro_auprc", "clearly beats")]
     assert not table.loc["start raddino:phantom", ("macro_auprc", "clearly beats")]

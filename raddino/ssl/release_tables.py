@@ -166,6 +166,12 @@ def recipe_ab_table(
     entries |= {f"variant {name}": v for name, v in report.get("variants", {}).items()}
     rows = {}
     for label, entry in entries.items():
+        if "failed" in entry:  # stopped by the collapse check or a NaN: no encoder to probe
+            rows[label] = {
+                "overrides": _overrides_text(entry["overrides"]),
+                "failed": entry["failed"],
+            }
+            continue
         row = _headline(entry["bar"])
         for name in properties:
             if name not in entry["class_token_properties"]:
@@ -293,7 +299,12 @@ def recipe_verdict_table(
     entries |= {f"variant {name}": v for name, v in report.get("variants", {}).items()}
     rows = {}
     for label, entry in entries.items():
-        rows[label] = _verdict_row(entry["bar"], baseline)
+        # a stopped run (collapse check, NaN) keeps its row, with no numbers and why
+        rows[label] = (
+            {("failed", ""): entry["failed"]}
+            if "failed" in entry
+            else _verdict_row(entry["bar"], baseline)
+        )
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=[f"minus {against}", ""])
     return table
