@@ -73,6 +73,15 @@ phantom release with, then hold to the bar, finding_sets.py and finding_counterf
 
     --variant "no_koleo_sharp_no_jitter:dino.koleo_loss_weight=0;teacher.teacher_temp=0.01;\
 teacher.warmup_teacher_temp=0.01;crops.photometric_strength=0"
+
+Sixth session (CPU): the same recipe for 1,200 steps instead of 400 lost the findings margin
+(macro AUPRC 0.246/0.234 -> 0.235/0.217 on the two sets) while lung Dice rose (0.507/0.540 ->
+0.528/0.577) and sex stayed clear (cpu_from_general_ab.json). So a longer GPU run may pass the
+point where the class token reads findings best. Add `--curve-every STEPS`: every variant then
+keeps a checkpoint each STEPS steps, each one is probed on the validation probe set
+(`raddino.ssl.bar.VALIDATION_SET`, which no bar or sweep reads), the step furthest past random init
+and the general release on its weakest bar metric is chosen (`choose_checkpoint`), and the chosen
+teacher is held to the bar's sets like the final one and packed beside it.
 """
 
 from __future__ import annotations
@@ -85,6 +94,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -115,9 +125,9 @@ def epochs_for(budget_s: float, images_per_s: float, config: dict, cap: int) -> 
     return max(2, min(cap, int(budget_s * images_per_s / per_epoch)))
 
 
-def pack(run_dir: Path, out: Path) -> None:
+def pack(run_dir: Path, out: Path, extra: tuple[str, ...] = ()) -> None:
     with tarfile.open(out, "w") as tar:
-        for name in RUN_FILES:
+        for name in (*RUN_FILES, *extra):
             tar.add(run_dir / name, arcname=f"{run_dir.name}/{name}")
     log(f"packed {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
@@ -151,16 +161,39 @@ def per_set_summary(metrics: dict) -> str:
     )
 
 
+def validation_choice(run_dir: Path, final: Path, validation, baselines: list[dict], root: str):
+    """Probe every kept checkpoint's teacher (and the final one) on the validation probe set and
+    choose a step by `raddino.ssl.bar.choose_checkpoint`; returns (curve, step, its weights)."""
+    from raddino.models.weights import save_backbone
+    from raddino.ssl.bar import choose_checkpoint
+    from raddino.ssl.checkpoint import load_checkpoint
+    from raddino.ssl.release import backbone_from_checkpoint, frozen_probe_metrics
+
+    weights: dict[int, Path] = {}
+    for folder in sorted((run_dir / "checkpoints").glob("step_*")):
+        steps_done = int(load_checkpoint(folder)[1]["step"]) + 1
+        path = run_dir / "curve" / f"teacher_step{steps_done}.safetensors"
+        weights[steps_done] = save_backbone(backbone_from_checkpoint(folder), path)
+    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"] + 1
+    weights[last] = final  # the run's own final teacher, whether or not a checkpoint holds it
+    curve = {step: frozen_probe_metrics(str(w), validation, root) for step, w in weights.items()}
+    for step, metrics in sorted(curve.items()):
+        log(f"  validation step {step}: " + per_set_summary({"per_set": {"val": metrics}}))
+    chosen = choose_checkpoint(curve, baselines)
+    return {str(step): m for step, m in sorted(curve.items())}, chosen, weights[chosen]
+
+
 def sweep(args, tiny: dict, out: Path) -> None:
     """Train each phantom-release variant, probe it with the release bar, write sweep.json."""
     from dataclasses import asdict
 
-    from raddino.ssl.bar import bar_on_sets
+    from raddino.ssl.bar import VALIDATION_SET, bar_on_sets
     from raddino.ssl.checkpoint import latest_checkpoint
     from raddino.ssl.release import (
         ReleaseEval,
         class_token_readouts,
         class_token_stability,
+        frozen_probe_metrics,
         random_init_spec,
     )
     from raddino.ssl.target_geometry import meta_from_checkpoint, target_geometry, training_batches
@@ -196,12 +229,25 @@ def sweep(args, tiny: dict, out: Path) -> None:
     for spec in (random_init_spec(base), "raddino:general", "raddino:phantom"):
         report[spec] = probe(spec)
         log(f"{spec}: {per_set_summary(report[spec])}")
+    validation = replace(evaluation, seed=VALIDATION_SET)
+    if args.curve_every:  # what a checkpoint has to beat on the validation set
+        report["validation"] = {
+            spec: frozen_probe_metrics(spec, validation, probes_root)
+            for spec in (random_init_spec(base), "raddino:general")
+        }
     started = time.perf_counter()
     for name, overrides in variants:
         if args.deadline_s and time.perf_counter() - started > args.deadline_s:
             log(f"{name} and the rest not started: the sweep is past --deadline-s")
             break
-        config = load_config("phantom-release", {**tiny, "train.epochs": args.epochs, **overrides})
+        curve = (
+            {"train.checkpoint_every": args.curve_every, "train.keep_checkpoints": 10_000}
+            if args.curve_every
+            else {}
+        )
+        config = load_config(
+            "phantom-release", {**tiny, "train.epochs": args.epochs, **curve, **overrides}
+        )
         tic = time.perf_counter()
         try:
             final = pretrain(config, args.runs / name, progress=False)
@@ -224,8 +270,20 @@ def sweep(args, tiny: dict, out: Path) -> None:
         }
         summary = per_set_summary(metrics)
         log(f"{name} ({train_s:.0f} s): {summary}; teacher entropy {last['teacher_entropy']}")
+        extra: tuple[str, ...] = ()
+        if args.curve_every:
+            baselines = list(report["validation"].values())
+            curve_metrics, chosen, chosen_weights = validation_choice(
+                args.runs / name, final, validation, baselines, probes_root
+            )
+            entry = report["variants"][name]
+            entry |= {"validation_curve": curve_metrics, "chosen_step": chosen}
+            if Path(chosen_weights) != Path(final):
+                entry["chosen_frozen_probes"] = probe(str(chosen_weights))
+                extra = (str(Path(chosen_weights).relative_to(args.runs / name)),)
+            log(f"{name}: chosen step {chosen}")
         (out / "sweep.json").write_text(json.dumps(report, indent=2))
-        pack(args.runs / name, out / f"variant_{name}.tar")
+        pack(args.runs / name, out / f"variant_{name}.tar", extra)
 
 
 def main() -> int:
@@ -238,6 +296,13 @@ def main() -> int:
     parser.add_argument("--variant", action="append", default=[], help="NAME:key=v;key=v")
     parser.add_argument(
         "--deadline-s", type=float, help="start no further variant after this many seconds"
+    )
+    parser.add_argument(
+        "--curve-every",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="with --variant: checkpoint every STEPS steps and choose one on the validation set",
     )
     parser.add_argument("--no-bench", action="store_true", help="skip the gpu-paper benchmark")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/gpu_runs"))

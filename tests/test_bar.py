@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from raddino.ssl.bar import CLEAR_MARGIN, combine_sets, compare_on_sets
+from raddino.ssl.bar import (
+    CLEAR_MARGIN,
+    choose_checkpoint,
+    combine_sets,
+    compare_on_sets,
+    worst_margin,
+)
 
 
 def one_set(macro: float, sex: float, dice: float, nodule: float = 0.2) -> dict:
@@ -18,7 +24,7 @@ def one_set(macro: float, sex: float, dice: float, nodule: float = 0.2) -> dict:
     }
 
 
-def test_combine_sets_means_ranges_and_keeps_each_set():
+def test_combine_sets_means_ranges_and_keeps_eachone_set():
     per_set = {"0": one_set(0.26, 0.65, 0.64, 0.3), "1": one_set(0.20, 0.62, 0.66, 0.1)}
     combined = combine_sets(per_set)
     assert combined["macro_auprc"] == pytest.approx(0.23)
@@ -46,7 +52,7 @@ def test_combine_sets_names_a_set_that_lacks_a_metric():
         combine_sets({"0": one_set(0.2, 0.6, 0.6), "1": incomplete})
 
 
-def test_clearly_beats_needs_the_margin_on_every_set():
+def test_clearly_beats_needs_the_margin_on_everyone_set():
     this = combine_sets({"0": one_set(0.26, 0.64, 0.66), "1": one_set(0.20, 0.67, 0.70)})
     random = combine_sets({"0": one_set(0.22, 0.63, 0.43), "1": one_set(0.21, 0.57, 0.47)})
     verdict = compare_on_sets(this, random)
@@ -106,3 +112,27 @@ def test_plot_bar_verdict_draws_each_set_s_differences_per_baseline():
     np.testing.assert_allclose(dots[1].get_ydata(), [0.0, 0.06])  # set 1 against general
     with pytest.raises(ValueError, match="no 'difference on set' columns"):
         plot_bar_verdict(verdict[[]], margin=CLEAR_MARGIN)
+
+
+def test_worst_margin_is_the_weakest_metric_against_the_best_baseline():
+    random_init, general = one_set(0.21, 0.63, 0.43), one_set(0.22, 0.60, 0.53)
+    # findings +0.03 over general, sex +0.01 over random, Dice +0.05 over general: sex decides
+    margin = worst_margin(one_set(0.25, 0.64, 0.58), [random_init, general])
+    assert margin == pytest.approx(0.01)
+    assert worst_margin(one_set(0.25, 0.70, 0.50), [random_init, general]) == pytest.approx(-0.03)
+    with pytest.raises(ValueError, match="at least one baseline"):
+        worst_margin(one_set(0.25, 0.70, 0.50), [])
+
+
+def test_choose_checkpoint_takes_the_step_that_meets_every_part_best():
+    baselines = [one_set(0.21, 0.63, 0.43), one_set(0.22, 0.60, 0.53)]
+    curve = {
+        400: one_set(0.25, 0.65, 0.50),  # best findings, Dice short of general
+        800: one_set(0.24, 0.66, 0.56),  # every part met: worst margin +0.02
+        1200: one_set(0.22, 0.67, 0.58),  # findings back at general's
+    }
+    assert choose_checkpoint(curve, baselines) == 800
+    tied = {400: one_set(0.24, 0.66, 0.56), 800: one_set(0.24, 0.66, 0.56)}
+    assert choose_checkpoint(tied, baselines) == 800
+    with pytest.raises(ValueError, match="at least one probed checkpoint"):
+        choose_checkpoint({}, baselines)
