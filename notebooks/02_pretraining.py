@@ -738,19 +738,23 @@ figure = plot_counterfactuals(
 display(counterfactual_frame(counterfactuals, "paired", "cls").style.format("{:.2f}"))
 
 # %% [markdown]
-# **Which part of the recipe blinds the class token?** Four 400-step CPU runs continue the
-# general release on phantoms (the book's ablation profile: 112-px crops, 32 images a step, 512
-# phantoms in memory, 12,800 images in all) and differ in one thing at a time. With the release's
-# recipe as it is, the six-finding AUROC falls from the general release's 0.648 to 0.605, exactly
-# where the shipped phantom release sits, so the short run reproduces what the GPU run did. Without
-# KoLeo and with a sharper teacher (temperature 0.01 instead of 0.03) the same run goes *up*
-# instead, to 0.667, and its paired read-out stays at random init's level (0.94, against 0.82 with
-# the recipe as it is). Without the intensity jitter as well: 0.676. Whole-image global views
-# without local crops: 0.644. The mean patch token barely notices the recipe (0.66-0.68 for all
-# four). Which of the two changes matters, KoLeo or the teacher's temperature, this pass does not
-# separate. It fits the earlier CPU runs, where every sex win came from a run without KoLeo: KoLeo
-# pushes the class tokens of a batch apart, and on phantoms the easiest way apart is what differs
-# most between images (collimation, exposure, body size), not a finding.
+# **Which part of the recipe blinds the class token?** Four 400-step CPU runs continue the general
+# release on phantoms (the book's ablation profile: 112-px crops, 32 images a step, 512 phantoms in
+# memory, 12,800 images in all) and differ in one thing at a time. With the release's recipe as it
+# is, the six-finding AUROC falls from the general release's 0.648 to 0.605, exactly where the
+# shipped phantom release sits, so the short run reproduces what the GPU run did. Without KoLeo and
+# with a sharper teacher (temperature 0.01 instead of 0.03) the same run goes *up* instead, to
+# 0.667, and its paired read-out stays at random init's level (0.94, against 0.82 with the recipe as
+# it is). Without the intensity jitter as well: 0.676. Whole-image global views without local crops:
+# 0.644. The mean patch token barely notices the recipe (0.66-0.68 for all four). The two changes go
+# together. KoLeo off at the release's temperature 0.03 is not a run at all: without KoLeo the class
+# tokens of a batch draw together (their spread fell from 0.83 to 0.39 in 40 steps), the teacher's
+# softmax at 0.03 turns flat (entropy 0.70 of ln K at the start, 0.93 by step 40, 0.99 by step 127),
+# and the collapse check stopped it at step 127 (the `no_koleo` row below). The sharper temperature
+# is what keeps the targets informative once KoLeo is gone. It fits the earlier CPU runs, where
+# every sex win came from a run without KoLeo: KoLeo pushes the class tokens of a batch apart, and
+# on phantoms the easiest way apart is what differs most between images (collimation, exposure, body
+# size), not a finding.
 #
 # **And on the bar?** The two most finding-sensitive runs, held to the release bar on both probe
 # sets (`cpu_from_general_ab.json`, against random init, then against the general release they
@@ -761,11 +765,23 @@ display(counterfactual_frame(counterfactuals, "paired", "cls").style.format("{:.
 # release the bar asks for: on sex it clears random init on one set only (+0.015, +0.073), and at
 # 112 px its lung Dice is 0.025 below the general release's. The finding win is 0.001 over the
 # margin on one set, so the next table holds it to four probe sets.
+#
+# **Is longer better?** The same run for 1,200 steps instead of 400 (38,400 images, 32 minutes;
+# the `_1200` row) gains on the two parts the short one missed and loses the one it had. Sex now
+# clears random init on both sets (0.670 and 0.635). Lung Dice rises from 0.507/0.540 to
+# 0.528/0.577, back to the general release's level but not 0.02 past it. Findings fall to 0.235
+# and 0.217: no longer past random init by the margin on either set. In the counterfactual pairs
+# its class token still tells the six visible findings apart almost as well (0.666 against
+# 0.676), so the longer run did not blind it; the token now holds more of everything else, and in
+# 600 phantoms that differ in everything the findings' share of it shrinks. So the bar pulls two
+# ways along one run: findings peak early, Dice keeps rising (as it did along the 3,200-step run
+# from the phantom release above). No single CPU length met all three parts.
 
 # %%
 from_general = RELEASE_DIR / "sweeps" / "cpu_from_general_ab.json"
 for against in ("random:vit_tiny", "raddino:general"):
-    display(recipe_verdict_table(from_general, against=against).style.format(precision=3))
+    verdict = recipe_verdict_table(from_general, against=against)
+    display(verdict.style.format(precision=3, na_rep=""))
 
 # %% [markdown]
 # **On four probe sets** (`benchmarks/finding_sets.py`, random init averaged over two draws of its
@@ -774,9 +790,13 @@ for against in ("random:vit_tiny", "raddino:general"):
 # cleared it on two sets. The general release it started from is ahead by 0.011, -0.003, 0.028 and
 # 0.005. So the run beats its own start on all four sets, but by 0.001 and 0.016 on sets 2 and 3:
 # the finding gain over the general release is real on average (+0.016) and not yet clear on every
-# set. This is the recipe the next GPU session regenerates the phantom release with
-# (`benchmarks/gpu_session.py`), at the release's 224 px and 256,000 images, which should also
-# bring back the lung Dice that 112-px crops cost.
+# set. The 1,200-step run is ahead of random init by 0.023, 0.006, 0.024 and 0.018 (0.018 on
+# average): the four sets agree that the longer run lost part of the finding gain. This is the
+# recipe the next GPU session regenerates the phantom release with (`benchmarks/gpu_session.py`),
+# at the release's 224 px and 256,000 images. Since the last step need not be the best one, that
+# session keeps a checkpoint every few hundred steps, probes each on a validation set that no
+# table here reads (`raddino.ssl.bar.VALIDATION_SET`), and takes the one furthest past both
+# baselines on its weakest metric (`--curve-every`); the bar's two sets then test that choice.
 
 # %%
 display(
