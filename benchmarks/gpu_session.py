@@ -76,12 +76,16 @@ teacher.warmup_teacher_temp=0.01;crops.photometric_strength=0"
 
 Sixth session (CPU): the same recipe for 1,200 steps instead of 400 lost the findings margin
 (macro AUPRC 0.246/0.234 -> 0.235/0.217 on the two sets) while lung Dice rose (0.507/0.540 ->
-0.528/0.577) and sex stayed clear (cpu_from_general_ab.json). So a longer GPU run may pass the
-point where the class token reads findings best. Add `--curve-every STEPS`: every variant then
-keeps a checkpoint each STEPS steps, each one is probed on the validation probe set
+0.528/0.577) and sex cleared random init on both sets (cpu_from_general_ab.json). So a long GPU
+run may pass the point where the class token reads findings best. With `--curve-every STEPS` each
+variant keeps a checkpoint each STEPS steps, each one is probed on the validation probe set
 (`raddino.ssl.bar.VALIDATION_SET`, which no bar or sweep reads), the step furthest past random init
 and the general release on its weakest bar metric is chosen (`choose_checkpoint`), and the chosen
-teacher is held to the bar's sets like the final one and packed beside it.
+teacher is held to the bar's sets like the final one and packed beside it:
+
+    python3 benchmarks/gpu_session.py --no-bench --epochs 20 --curve-every 200 \
+        --variant "no_koleo_sharp_no_jitter:dino.koleo_loss_weight=0;teacher.teacher_temp=0.01;\
+teacher.warmup_teacher_temp=0.01;crops.photometric_strength=0"
 """
 
 from __future__ import annotations
