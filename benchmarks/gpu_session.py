@@ -165,21 +165,23 @@ def per_set_summary(metrics: dict) -> str:
     )
 
 
-def validation_choice(run_dir: Path, final: Path, validation, baselines: list[dict], root: str):
-    """Probe every kept checkpoint's teacher (and the final one) on the validation probe set and
-    choose a step by `raddino.ssl.bar.choose_checkpoint`; returns (curve, step, its weights)."""
+def validation_choice(
+    run_dir: Path, final: Path, steps: int, validation, baselines: list[dict], root: str
+):
+    """Probe every kept checkpoint's teacher and the final one (after `steps` steps) on the
+    validation probe set and choose a step by `raddino.ssl.bar.choose_checkpoint`; returns
+    (curve, step, its weights)."""
     from raddino.models.weights import save_backbone
     from raddino.ssl.bar import choose_checkpoint
     from raddino.ssl.checkpoint import load_checkpoint
     from raddino.ssl.release import backbone_from_checkpoint, frozen_probe_metrics
 
-    weights: dict[int, Path] = {}
+    weights: dict[int, Path] = {steps: final}  # the run's own final teacher
     for folder in sorted((run_dir / "checkpoints").glob("step_*")):
         steps_done = int(load_checkpoint(folder)[1]["step"]) + 1
-        path = run_dir / "curve" / f"teacher_step{steps_done}.safetensors"
-        weights[steps_done] = save_backbone(backbone_from_checkpoint(folder), path)
-    last = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])["step"] + 1
-    weights[last] = final  # the run's own final teacher, whether or not a checkpoint holds it
+        if steps_done not in weights:  # the last checkpoint holds the final teacher already
+            path = run_dir / "curve" / f"teacher_step{steps_done}.safetensors"
+            weights[steps_done] = save_backbone(backbone_from_checkpoint(folder), path)
     curve = {step: frozen_probe_metrics(str(w), validation, root) for step, w in weights.items()}
     for step, metrics in sorted(curve.items()):
         log(f"  validation step {step}: " + per_set_summary({"per_set": {"val": metrics}}))
@@ -245,7 +247,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
             log(f"{name} and the rest not started: the sweep is past --deadline-s")
             break
         curve = (
-            {"train.checkpoint_every": args.curve_every, "train.keep_checkpoints": 10_000}
+            {"train.checkpoint_every": args.curve_every, "train.keep_checkpoints": 10_000}  # all
             if args.curve_every
             else {}
         )
@@ -278,7 +280,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
         if args.curve_every:
             baselines = list(report["validation"].values())
             curve_metrics, chosen, chosen_weights = validation_choice(
-                args.runs / name, final, validation, baselines, probes_root
+                args.runs / name, final, last["step"] + 1, validation, baselines, probes_root
             )
             entry = report["variants"][name]
             entry |= {"validation_curve": curve_metrics, "chosen_step": chosen}
