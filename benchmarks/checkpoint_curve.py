@@ -1,9 +1,12 @@
-"""The release bar along one run: each checkpoint's teacher backbone probed on held-out phantoms,
-on the test phantoms of the bar (evaluation seed 0) and on a validation set (seed 1) that is the
-one to choose a checkpoint by. Chapter 02 reads the JSON.
+"""The release bar along one run: each checkpoint's teacher backbone probed on held-out phantoms
+of the given evaluation seeds, beside random init and any `--baseline` encoders. With `--choose`
+the curve on the validation set (`raddino.ssl.bar.VALIDATION_SET`, which no bar or sweep reads)
+picks the step furthest past the baselines on its weakest bar metric. Chapter 02 reads the JSON.
 
     python benchmarks/checkpoint_curve.py --run RUN --checkpoint RUN/checkpoints/step_00000799 \
         --checkpoint ... --final --seed 0 --seed 1 --out raddino/release/sweeps/NAME.json
+    python benchmarks/checkpoint_curve.py --run RUN --all-checkpoints --final \
+        --baseline raddino:general --choose --out runs/bench/NAME_choice.json
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import torch
 
 from raddino.models.weights import save_backbone
+from raddino.ssl.bar import VALIDATION_SET, choose_checkpoint, worst_margin
 from raddino.ssl.checkpoint import load_checkpoint, run_config
 from raddino.ssl.release import (
     ReleaseEval,
@@ -30,7 +34,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="folder with the run's config")
     parser.add_argument("--checkpoint", action="append", default=[], help="checkpoint folders")
+    parser.add_argument(
+        "--all-checkpoints", action="store_true", help="every RUN/checkpoints/step_* folder"
+    )
     parser.add_argument("--final", action="store_true", help="also RUN/teacher_backbone")
+    parser.add_argument(
+        "--baseline", action="append", default=[], help="encoders probed beside random init"
+    )
+    parser.add_argument(
+        "--choose",
+        action="store_true",
+        help=f"probe the validation set (seed {VALIDATION_SET}) and choose a step on it",
+    )
     parser.add_argument("--start", help="the run's starting encoder spec, probed as step 0")
     parser.add_argument("--seed", type=int, action="append", help="evaluation seeds (default 0)")
     parser.add_argument("--threads", type=int, default=2)
@@ -40,8 +55,16 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     config = run_config(args.run)
     total = config["train"]["epochs"] * config["train"]["epoch_length"]
+    seeds = args.seed or ([] if args.choose else [0])
+    if args.choose and VALIDATION_SET not in seeds:
+        seeds.append(VALIDATION_SET)
     specs: dict[int, str] = {0: args.start} if args.start else {}
-    for folder in map(Path, args.checkpoint):
+    folders = list(map(Path, args.checkpoint))
+    if args.all_checkpoints:
+        folders += sorted((args.run / "checkpoints").glob("step_*"))
+    if not folders and not args.final:
+        raise SystemExit("no checkpoint to probe: give --checkpoint, --all-checkpoints or --final")
+    for folder in folders:
         steps_done = int(load_checkpoint(folder)[1]["step"]) + 1
         weights = (
             Path(args.runs) / "checkpoint_curve" / f"{args.out.stem}.step{steps_done}.safetensors"
@@ -50,10 +73,13 @@ def main() -> int:
     if args.final:
         specs[total] = str(args.run / "teacher_backbone.safetensors")
     report: dict = {"run_config": config, "versions": versions(), "curves": {}}
-    for seed in args.seed or [0]:
+    for seed in seeds:
         evaluation = ReleaseEval(seed=seed)
         curve: dict = {"evaluation": asdict(evaluation), "steps": {}}
         curve["random"] = frozen_probe_metrics(random_init_spec(config), evaluation, args.runs)
+        curve["baselines"] = {
+            spec: frozen_probe_metrics(spec, evaluation, args.runs) for spec in args.baseline
+        }
         for steps_done, spec in sorted(specs.items()):
             bar = frozen_probe_metrics(spec, evaluation, args.runs)
             stability = class_token_stability(spec, evaluation, args.runs)
@@ -62,6 +88,23 @@ def main() -> int:
             print(f"seed {seed} step {steps_done}: {headline} 4px {stability['shift_4px']}")
             report["curves"][str(seed)] = curve
             write_json_atomic(args.out, report)  # a cut-off run keeps what it measured
+    if args.choose:
+        validation = report["curves"][str(VALIDATION_SET)]
+        baselines = [validation["random"], *validation["baselines"].values()]
+        curve_bars = {int(step): entry["bar"] for step, entry in validation["steps"].items()}
+        chosen = choose_checkpoint(curve_bars, baselines)
+        report["choice"] = {
+            "seed": VALIDATION_SET,
+            "baselines": [random_init_spec(config), *args.baseline],
+            "worst_margin": {
+                str(step): round(worst_margin(bar, baselines), 4)
+                for step, bar in curve_bars.items()
+            },
+            "step": chosen,
+            "weights": specs[chosen],
+        }
+        write_json_atomic(args.out, report)
+        print(f"chosen on the validation set (seed {VALIDATION_SET}): step {chosen}")
     return 0
 
 

@@ -136,3 +136,27 @@ def test_choose_checkpoint_takes_the_step_that_meets_every_part_best():
     assert choose_checkpoint(tied, baselines) == 800
     with pytest.raises(ValueError, match="at least one probed checkpoint"):
         choose_checkpoint({}, baselines)
+
+
+def test_a_release_keeps_the_validation_curve_its_checkpoint_was_chosen_on(tmp_path):
+    import json
+
+    from raddino.ssl.release_cli import checkpoint_choice
+
+    steps = {"200": one_set(0.25, 0.66, 0.60), "400": one_set(0.24, 0.67, 0.62)}
+    report = {
+        "curves": {"8": {"steps": {s: {"bar": bar} for s, bar in steps.items()}}},
+        "choice": {"seed": 8, "step": 400, "weights": "/tmp/w.safetensors", "worst_margin": {}},
+    }
+    path = tmp_path / "choice.json"
+    path.write_text(json.dumps(report))
+    kept = checkpoint_choice(path)
+    assert kept["step"] == 400 and kept["report"] == "choice.json" and "weights" not in kept
+    assert kept["validation_curve"]["200"] == {
+        "macro_auprc": 0.25,
+        "sex_accuracy": 0.66,
+        "lung_dice": 0.60,
+    }
+    path.write_text(json.dumps({"curves": {}}))
+    with pytest.raises(SystemExit, match="no 'choice'"):
+        checkpoint_choice(path)

@@ -146,6 +146,49 @@ def test_reprobe_measures_every_set_and_keeps_how_the_release_was_made(finished_
         reprobe_release("tiny", release_dir=release_dir, runs_root=runs_root)
 
 
+def test_package_a_chosen_checkpoint_releases_its_teacher_and_its_curve(finished_run, tmp_path):
+    from raddino.ssl.release import backbone_from_checkpoint
+
+    first, last = sorted((finished_run / "checkpoints").glob("step_*"))  # after steps 2 and 3
+    manifest_path = package_release(
+        finished_run,
+        "early",
+        profile="smoke",
+        out_dir=tmp_path / "release",
+        compare=(),
+        evaluation=TINY_EVAL,
+        runs_root=str(tmp_path / "runs"),
+        checkpoint=first,
+        choice={"seed": 8, "step": 2},
+    )
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["steps"] == 2 and manifest["images_seen"] == 2 * 4
+    assert manifest["released_checkpoint"] == {
+        "step": 2,
+        "run_steps": 3,
+        "choice": {"seed": 8, "step": 2},
+    }
+    curve = (finished_run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    assert (tmp_path / "release" / "early.metrics.jsonl").read_text() == "".join(curve[:2])
+    with safe_open(str(tmp_path / "release" / "early.safetensors"), "pt") as handle:
+        released = {k: handle.get_tensor(k) for k in handle.keys()}
+
+    def in_fp16(folder):  # a checkpoint's teacher as the release stores it
+        state = backbone_from_checkpoint(folder).state_dict()
+        return {k: v.half() for k, v in state.items() if k in released}
+
+    chosen, final = in_fp16(first), in_fp16(last)
+    assert chosen.keys() == released.keys()
+    assert all(torch.equal(released[k], chosen[k]) for k in released)
+    assert not all(torch.equal(released[k], final[k]) for k in released)  # not the final teacher
+    other_run = tmp_path / "other" / "checkpoints" / first.name
+    other_run.mkdir(parents=True)
+    with pytest.raises(ValueError, match="not a checkpoint of"):
+        package_release(
+            finished_run, "x", profile="smoke", out_dir=tmp_path / "x", checkpoint=other_run
+        )
+
+
 def test_unfinished_or_truncated_runs_are_refused(finished_run, tmp_path):
     with pytest.raises(FileNotFoundError, match="has not finished"):
         package_release(tmp_path, "x", profile="smoke", out_dir=tmp_path / "out")

@@ -170,20 +170,25 @@ def random_init_spec(config: dict) -> str:
     return f"random:{config['model']['arch']}"
 
 
-def training_record(run_dir: Path) -> dict[str, Any]:
-    """Steps, images seen and step wall time, read from the run's own metrics.jsonl."""
+def training_record(run_dir: Path, steps: int | None = None) -> dict[str, Any]:
+    """Steps, images seen and step wall time, read from the run's own metrics.jsonl; with `steps`,
+    those of the run's first `steps` steps (a release of an earlier checkpoint of the run)."""
     from raddino.ssl.checkpoint import run_config
 
     config = run_config(run_dir)
     records = read_metrics(run_dir)
     world = int(records[-1].get("world_size", 1)) if records else 1
     global_batch = config["train"]["batch_size_per_device"] * world
-    steps = len(records)
     expected = config["train"]["epochs"] * config["train"]["epoch_length"]
-    if steps != expected:
+    if len(records) != expected:
         raise ValueError(
-            f"{run_dir}/metrics.jsonl: {steps} steps logged, the config runs {expected}"
+            f"{run_dir}/metrics.jsonl: {len(records)} steps logged, the config runs {expected}"
         )
+    if steps is not None:
+        if not 1 <= steps <= expected:
+            raise ValueError(f"{run_dir}: steps must be within 1..{expected}, got {steps}")
+        records = records[:steps]
+    steps = len(records)
     wall_s = sum(global_batch / r["images_per_s"] for r in records if r.get("images_per_s"))
     hardware_path = run_dir / "hardware.json"
     hardware = (
@@ -222,9 +227,13 @@ def package_release(
     compare: tuple[str, ...] = ("pixels:32",),
     evaluation: ReleaseEval | None = None,
     runs_root: str = "runs",
+    checkpoint: str | os.PathLike | None = None,
+    choice: dict | None = None,
 ) -> Path:
     """Write `NAME.safetensors` (fp16), `NAME.json` (manifest) and `NAME.metrics.jsonl` (the
-    training curve) for a finished run; returns the manifest path."""
+    training curve) for a finished run; returns the manifest path. With `checkpoint` (a folder of
+    `RUN/checkpoints/`) the release is that checkpoint's teacher and the curve ends at its step;
+    `choice` (how the step was chosen, e.g. `benchmarks/checkpoint_curve.py --choose`) is kept."""
     from raddino.models.weights import RELEASE_DIR, load_backbone, save_backbone
 
     run_dir = Path(run_dir)
@@ -233,17 +242,26 @@ def package_release(
     final = run_dir / "teacher_backbone.safetensors"
     if not final.is_file():
         raise FileNotFoundError(f"{final}: the run has not finished (no final teacher backbone)")
-    record = training_record(run_dir)
+    if checkpoint is None:
+        backbone, record = load_backbone(final), training_record(run_dir)
+        chosen = None
+    else:
+        backbone, steps = released_checkpoint(run_dir, Path(checkpoint))
+        record = training_record(run_dir, steps=steps)
+        run_steps = record["config"]["train"]["epochs"] * record["config"]["train"]["epoch_length"]
+        chosen = {"step": steps, "run_steps": run_steps, "choice": choice}
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = save_backbone(
-        load_backbone(final), out_dir / f"{name}.safetensors", dtype=torch.float16
-    )
+    weights_path = save_backbone(backbone, out_dir / f"{name}.safetensors", dtype=torch.float16)
     size_mb = weights_path.stat().st_size / 1e6
     if size_mb > MAX_RELEASE_MB:
         weights_path.unlink()
         raise ValueError(f"{name}: {size_mb:.1f} MB in fp16, over the {MAX_RELEASE_MB} MB limit")
     with atomic_path(out_dir / f"{name}.metrics.jsonl") as tmp:
-        shutil.copyfile(run_dir / "metrics.jsonl", tmp)
+        if chosen is None:
+            shutil.copyfile(run_dir / "metrics.jsonl", tmp)
+        else:  # the curve up to the released step
+            lines = (run_dir / "metrics.jsonl").read_text().splitlines(keepends=True)
+            Path(tmp).write_text("".join([line for line in lines if line.strip()][:steps]))
 
     manifest = {
         "name": name,
@@ -253,6 +271,7 @@ def package_release(
         "size_mb": round(size_mb, 2),
         "dtype": "float16",
         **{k: v for k, v in record.items() if k != "config"},
+        **({"released_checkpoint": chosen} if chosen is not None else {}),
         "config": record["config"],
         "frozen_probes": release_probes(
             str(weights_path),
@@ -306,6 +325,17 @@ def reprobe_release(
     manifest_path = out_dir / f"{name}.json"
     write_json_atomic(manifest_path, manifest)
     return manifest_path
+
+
+def released_checkpoint(run_dir: Path, folder: Path):
+    """(teacher backbone, steps done) of a checkpoint folder of `run_dir`; one of another run is
+    an error (its config and curve would not be this run's)."""
+    from raddino.ssl.checkpoint import load_checkpoint
+
+    if folder.resolve().parents[1] != run_dir.resolve():
+        raise ValueError(f"{folder}: not a checkpoint of {run_dir} (it is under {folder.parent})")
+    steps = int(load_checkpoint(folder)[1]["step"]) + 1
+    return backbone_from_checkpoint(folder), steps
 
 
 def backbone_from_checkpoint(checkpoint_dir: str | os.PathLike, which: str = "teacher"):

@@ -33,6 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         help="encoders probed beside it (repeatable; default pixels:32); random-init is always in",
     )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="release this checkpoint folder of RUN (its teacher) instead of the final teacher",
+    )
+    parser.add_argument(
+        "--choice",
+        type=Path,
+        help="with --checkpoint: the `benchmarks/checkpoint_curve.py --choose` report that chose "
+        "it, kept in the manifest",
+    )
     parser.add_argument("--runs-root", default="runs", help="cache of phantoms and features")
 
 
@@ -56,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         ]
         if missing:
             raise SystemExit(f"packaging a run needs {', '.join(missing)} (or use --reprobe NAME)")
+        if args.choice and not args.checkpoint:
+            raise SystemExit("--choice says why a --checkpoint was chosen; give the checkpoint")
         name = args.name
         manifest_path = package_release(
             args.run_dir,
@@ -64,10 +77,31 @@ def run(args: argparse.Namespace) -> int:
             out_dir=args.out_dir,
             compare=tuple(args.compare or ["pixels:32"]),
             runs_root=args.runs_root,
+            checkpoint=args.checkpoint,
+            choice=checkpoint_choice(args.choice) if args.choice else None,
         )
     print_bar(json.loads(manifest_path.read_text())["frozen_probes"], name)
     print(f"manifest: {manifest_path}")
     return 0
+
+
+def checkpoint_choice(report_path: Path) -> dict:
+    """What a manifest keeps of a `checkpoint_curve.py --choose` report: the choice and the bar's
+    three metrics of every probed step on the validation set."""
+    from raddino.ssl.bar import BAR_METRICS
+
+    report = json.loads(report_path.read_text())
+    if "choice" not in report:
+        raise SystemExit(f"{report_path}: no 'choice' (made without --choose?)")
+    choice = report["choice"]
+    steps = report["curves"][str(choice["seed"])]["steps"]
+    return {
+        "report": report_path.name,
+        **{k: v for k, v in choice.items() if k != "weights"},
+        "validation_curve": {
+            step: {m: entry["bar"][m] for m in BAR_METRICS} for step, entry in steps.items()
+        },
+    }
 
 
 def print_bar(probes: dict, name: str) -> None:
