@@ -361,11 +361,43 @@ def test_checkpoint_curve_table_orders_steps_and_names_a_missing_seed(tmp_path):
     table = checkpoint_curve_table(path, seed=1)
     steps = ["after 0 steps", "after 800 steps", "after 1,600 steps"]
     assert list(table.index) == [*steps, "random init"]
+    curve["baselines"] = {"raddino:general": {**curve["random"], "lung_dice": 0.55}}
+    path.write_text(json.dumps({"curves": {"1": curve}}))
+    with_baselines = checkpoint_curve_table(path, seed=1)
+    assert list(with_baselines.index) == [*steps, "random init", "raddino:general"]
+    assert with_baselines.loc["raddino:general", "lung_dice"] == 0.55
     assert table.loc["after 800 steps", "macro_auprc"] == 0.26
     assert table.loc["after 1,600 steps", SHIFT_COLUMN] == 0.58
     assert np.isnan(table.loc["random init", SHIFT_COLUMN])
     with pytest.raises(KeyError, match="no curve for evaluation seed 0"):
         checkpoint_curve_table(path, seed=0)
+
+
+def test_chosen_checkpoint_table_marks_the_step_taken_on_the_validation_curve(tmp_path):
+    from raddino.ssl.release_tables import chosen_checkpoint_table
+
+    def bar(auprc, dice):
+        return {"macro_auprc": auprc, "sex_accuracy": 0.6, "lung_dice": dice}
+
+    choice = {
+        "seed": 8,
+        "step": 200,
+        "worst_margin": {"200": 0.01, "400": 0.003, "0": -0.013},
+        "validation_curve": {
+            "400": bar(0.231, 0.64),
+            "0": bar(0.215, 0.64),
+            "200": bar(0.238, 0.64),
+        },
+    }
+    manifest = {"released_checkpoint": {"step": 200, "run_steps": 800, "choice": choice}}
+    (tmp_path / "early.json").write_text(json.dumps(manifest))
+    table = chosen_checkpoint_table("early", tmp_path)
+    assert list(table.index) == [0, 200, 400]
+    assert table["chosen"].tolist() == [False, True, False]
+    assert table.loc[400, "worst margin"] == 0.003 and table.loc[200, "macro_auprc"] == 0.238
+    (tmp_path / "final.json").write_text(json.dumps({"steps": 800}))
+    with pytest.raises(KeyError, match="final.json: not a chosen checkpoint"):
+        chosen_checkpoint_table("final", tmp_path)
 
 
 def test_pooled_probe_table_groups_sets_under_each_feature(tmp_path):

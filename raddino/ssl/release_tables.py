@@ -216,7 +216,7 @@ def target_geometry_table(path: str | os.PathLike):
 
 def checkpoint_curve_table(path: str | os.PathLike, seed: int = 0):
     """The bar along one run (`benchmarks/checkpoint_curve.py`) on the probe phantoms of one
-    evaluation seed: a row per steps done, then the random-init baseline of the same shape."""
+    evaluation seed: a row per steps done, then random init and any `--baseline` encoders."""
     import pandas as pd
 
     report = json.loads(Path(path).read_text())
@@ -231,6 +231,7 @@ def checkpoint_curve_table(path: str | os.PathLike, seed: int = 0):
         for steps, entry in sorted(curve["steps"].items(), key=lambda item: int(item[0]))
     }
     rows["random init"] = _headline(curve["random"])
+    rows |= {spec: _headline(bar) for spec, bar in curve.get("baselines", {}).items()}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -396,3 +397,23 @@ def finding_sets_table(path: str | os.PathLike):
     table = pd.DataFrame.from_dict(rows, orient="index")
     order = ["macro AUPRC", "minus random init", "draw spread (sd)"]
     return table[[c for group in order for c in table.columns if c[0] == group]]
+
+
+def chosen_checkpoint_table(name: str, release_dir: str | os.PathLike | None = None):
+    """The validation curve a release's checkpoint was chosen on (`raddino release --checkpoint
+    --choice`): the bar's metrics per step on the validation set, each step's worst margin over
+    the baselines, and which step was taken."""
+    import pandas as pd
+
+    manifest = read_release_manifest(name, release_dir)
+    if "released_checkpoint" not in manifest or not manifest["released_checkpoint"]["choice"]:
+        raise KeyError(f"{name}.json: not a chosen checkpoint (no released_checkpoint.choice)")
+    choice = manifest["released_checkpoint"]["choice"]
+    rows = {
+        int(step): {**bar, "worst margin": choice["worst_margin"][step], "chosen": False}
+        for step, bar in choice["validation_curve"].items()
+    }
+    rows[choice["step"]]["chosen"] = True
+    table = pd.DataFrame.from_dict(rows, orient="index").sort_index()
+    table.index.name = f"steps done (validation set {choice['seed']})"
+    return table
