@@ -81,11 +81,19 @@ run may pass the point where the class token reads findings best. With `--curve-
 variant keeps a checkpoint each STEPS steps, each one is probed on the validation probe set
 (`raddino.ssl.bar.VALIDATION_SET`, which no bar or sweep reads), the step furthest past random init
 and the general release on its weakest bar metric is chosen (`choose_checkpoint`), and the chosen
-teacher is held to the bar's sets like the final one and packed beside it:
+teacher is held to the bar's sets like the final one and packed as a release candidate:
 
     python3 benchmarks/gpu_session.py --no-bench --epochs 20 --curve-every 200 \
         --variant "no_koleo_sharp_no_jitter:dino.koleo_loss_weight=0;teacher.teacher_temp=0.01;\
 teacher.warmup_teacher_temp=0.01;crops.photometric_strength=0"
+
+Seventh session (CPU): that recipe from raddino:general at 224 px (400 steps, a checkpoint every
+100, chosen on the validation set) cleared findings against random init and the general release
+on both sets, missed sex on set 0 and stayed at the general release's lung Dice
+(raddino/release/sweeps/candidates/). The chosen step is now packaged on the GPU machine as a
+release candidate (RUN/release_candidate/, in candidate_NAME.tar: fp16 weights, manifest with
+the validation curve, training record up to that step). If it meets the bar, it ships as
+raddino:phantom once its three files and its manifest's name and weights fields are renamed.
 """
 
 from __future__ import annotations
@@ -129,11 +137,16 @@ def epochs_for(budget_s: float, images_per_s: float, config: dict, cap: int) -> 
     return max(2, min(cap, int(budget_s * images_per_s / per_epoch)))
 
 
-def pack(run_dir: Path, out: Path, extra: tuple[str, ...] = ()) -> None:
+OUT_FILE_LIMIT = 16 * 2**20  # the device tool brings back no file from $OUT larger than this
+
+
+def pack(run_dir: Path, out: Path, files: tuple[str, ...] = RUN_FILES) -> None:
     with tarfile.open(out, "w") as tar:
-        for name in (*RUN_FILES, *extra):
+        for name in files:
             tar.add(run_dir / name, arcname=f"{run_dir.name}/{name}")
-    log(f"packed {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    size = out.stat().st_size
+    too_big = " - OVER the 16 MiB a file from $OUT may have" if size > OUT_FILE_LIMIT else ""
+    log(f"packed {out} ({size / 1e6:.1f} MB){too_big}")
 
 
 def calibrate(args, tiny: dict, calib_dir: Path, out: Path) -> float:
@@ -187,6 +200,46 @@ def validation_choice(
         log(f"  validation step {step}: " + per_set_summary({"per_set": {"val": metrics}}))
     chosen = choose_checkpoint(curve, baselines)
     return {str(step): m for step, m in sorted(curve.items())}, chosen, weights[chosen]
+
+
+def release_chosen(
+    run_dir: Path, chosen: int, curve: dict, baselines: dict, evaluation, root: str
+) -> tuple[str, ...]:
+    """Package the chosen checkpoint as a release candidate in RUN/release_candidate/, here on
+    the machine that holds the checkpoint folders (65 MB each for vit_tiny, over what comes back
+    from $OUT), with the validation curve it was chosen on, as `raddino release --checkpoint
+    --choice` would; returns its files relative to RUN, for the run's tar."""
+    from raddino.ssl.bar import BAR_METRICS, VALIDATION_SET, worst_margin
+    from raddino.ssl.release import package_release
+
+    folder = run_dir / "checkpoints" / f"step_{chosen - 1:08d}"
+    choice = {
+        "report": "sweep.json",
+        "seed": VALIDATION_SET,
+        "baselines": list(baselines),
+        "worst_margin": {
+            step: round(worst_margin(m, list(baselines.values())), 4) for step, m in curve.items()
+        },
+        "step": chosen,
+        "validation_curve": {step: {k: m[k] for k in BAR_METRICS} for step, m in curve.items()},
+    }
+    name = f"{run_dir.name}_step{chosen}"
+    manifest = package_release(
+        run_dir,
+        name,
+        profile="phantom-release",
+        out_dir=run_dir / "release_candidate",
+        compare=("pixels:32", "raddino:general"),
+        evaluation=evaluation,
+        runs_root=root,
+        checkpoint=folder,
+        choice=choice,
+    )
+    log(f"{run_dir.name}: chosen step {chosen} packaged as a release candidate, {manifest}")
+    return tuple(
+        f"release_candidate/{name}{suffix}"
+        for suffix in (".safetensors", ".json", ".metrics.jsonl")
+    )
 
 
 def sweep(args, tiny: dict, out: Path) -> None:
@@ -276,7 +329,6 @@ def sweep(args, tiny: dict, out: Path) -> None:
         }
         summary = per_set_summary(metrics)
         log(f"{name} ({train_s:.0f} s): {summary}; teacher entropy {last['teacher_entropy']}")
-        extra: tuple[str, ...] = ()
         if args.curve_every:
             baselines = list(report["validation"].values())
             curve_metrics, chosen, chosen_weights = validation_choice(
@@ -286,10 +338,20 @@ def sweep(args, tiny: dict, out: Path) -> None:
             entry |= {"validation_curve": curve_metrics, "chosen_step": chosen}
             if Path(chosen_weights) != Path(final):
                 entry["chosen_frozen_probes"] = probe(str(chosen_weights))
-                extra = (str(Path(chosen_weights).relative_to(args.runs / name)),)
+            # its own tar: beside the fp32 final teacher it would pass the 16 MiB a file may have
+            candidate = release_chosen(
+                args.runs / name,
+                chosen,
+                curve_metrics,
+                report["validation"],
+                evaluation,
+                probes_root,
+            )
             log(f"{name}: chosen step {chosen}")
         (out / "sweep.json").write_text(json.dumps(report, indent=2))
-        pack(args.runs / name, out / f"variant_{name}.tar", extra)
+        pack(args.runs / name, out / f"variant_{name}.tar")
+        if args.curve_every:
+            pack(args.runs / name, out / f"candidate_{name}.tar", candidate)
 
 
 def main() -> int:
