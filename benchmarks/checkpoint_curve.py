@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from raddino.models.weights import save_backbone
-from raddino.ssl.bar import VALIDATION_SET, choose_checkpoint, worst_margin
+from raddino.ssl.bar import VALIDATION_SET, choice_record
 from raddino.ssl.checkpoint import load_checkpoint, run_config
 from raddino.ssl.release import (
     ReleaseEval,
@@ -90,21 +90,12 @@ def main() -> int:
             write_json_atomic(args.out, report)  # a cut-off run keeps what it measured
     if args.choose:
         validation = report["curves"][str(VALIDATION_SET)]
-        baselines = [validation["random"], *validation["baselines"].values()]
+        baselines = {random_init_spec(config): validation["random"], **validation["baselines"]}
         curve_bars = {int(step): entry["bar"] for step, entry in validation["steps"].items()}
-        chosen = choose_checkpoint(curve_bars, baselines)
-        report["choice"] = {
-            "seed": VALIDATION_SET,
-            "baselines": [random_init_spec(config), *args.baseline],
-            "worst_margin": {
-                str(step): round(worst_margin(bar, baselines), 4)
-                for step, bar in curve_bars.items()
-            },
-            "step": chosen,
-            "weights": specs[chosen],
-        }
+        choice = choice_record(curve_bars, baselines)
+        report["choice"] = {**choice, "weights": specs[choice["step"]]}
         write_json_atomic(args.out, report)
-        print(f"chosen on the validation set (seed {VALIDATION_SET}): step {chosen}")
+        print(f"chosen on the validation set (seed {VALIDATION_SET}): step {choice['step']}")
     return 0
 
 

@@ -203,26 +203,22 @@ def validation_choice(
 
 
 def release_chosen(
-    run_dir: Path, chosen: int, curve: dict, baselines: dict, evaluation, root: str
+    run_dir: Path, curve: dict, baselines: dict, evaluation, root: str
 ) -> tuple[str, ...]:
     """Package the chosen checkpoint as a release candidate in RUN/release_candidate/, here on
     the machine that holds the checkpoint folders (65 MB each for vit_tiny, over what comes back
     from $OUT), with the validation curve it was chosen on, as `raddino release --checkpoint
     --choice` would; returns its files relative to RUN, for the run's tar."""
-    from raddino.ssl.bar import BAR_METRICS, VALIDATION_SET, worst_margin
+    from raddino.ssl.bar import BAR_METRICS, choice_record
     from raddino.ssl.release import package_release
 
-    folder = run_dir / "checkpoints" / f"step_{chosen - 1:08d}"
     choice = {
         "report": "sweep.json",
-        "seed": VALIDATION_SET,
-        "baselines": list(baselines),
-        "worst_margin": {
-            step: round(worst_margin(m, list(baselines.values())), 4) for step, m in curve.items()
-        },
-        "step": chosen,
+        **choice_record({int(step): m for step, m in curve.items()}, baselines),
         "validation_curve": {step: {k: m[k] for k in BAR_METRICS} for step, m in curve.items()},
     }
+    chosen = choice["step"]
+    folder = run_dir / "checkpoints" / f"step_{chosen - 1:08d}"
     name = f"{run_dir.name}_step{chosen}"
     manifest = package_release(
         run_dir,
@@ -341,7 +337,6 @@ def sweep(args, tiny: dict, out: Path) -> None:
             # its own tar: beside the fp32 final teacher it would pass the 16 MiB a file may have
             candidate = release_chosen(
                 args.runs / name,
-                chosen,
                 curve_metrics,
                 report["validation"],
                 evaluation,

@@ -160,3 +160,21 @@ def test_a_release_keeps_the_validation_curve_its_checkpoint_was_chosen_on(tmp_p
     path.write_text(json.dumps({"curves": {}}))
     with pytest.raises(SystemExit, match="no 'choice'"):
         checkpoint_choice(path)
+
+
+def test_choice_record_keeps_each_steps_margin_and_the_step_choose_checkpoint_takes():
+    from raddino.ssl.bar import VALIDATION_SET, choice_record, worst_margin
+
+    baselines = {
+        "random:vit_tiny": one_set(0.22, 0.59, 0.49),
+        "raddino:general": one_set(0.23, 0.58, 0.56),
+    }
+    curve = {200: one_set(0.24, 0.63, 0.64), 400: one_set(0.231, 0.63, 0.64)}
+    record = choice_record(curve, baselines)
+    assert record["seed"] == VALIDATION_SET
+    assert record["baselines"] == ["random:vit_tiny", "raddino:general"]
+    assert record["step"] == 200 == choose_checkpoint(curve, list(baselines.values()))
+    assert record["worst_margin"]["400"] == round(
+        worst_margin(curve[400], list(baselines.values())), 4
+    )
+    assert record["worst_margin"]["200"] == pytest.approx(0.01)  # findings over the general

@@ -97,6 +97,18 @@ def choose_checkpoint(curve: dict[int, dict], baselines: list[dict]) -> int:
     return max(curve, key=lambda step: (worst_margin(curve[step], baselines), step))
 
 
+def choice_record(curve: dict[int, dict], baselines: dict[str, dict]) -> dict:
+    """The choice a release keeps: the validation set, the baselines' specs, each step's
+    `worst_margin` over them and the step `choose_checkpoint` takes (`curve`: step -> metrics)."""
+    beaten = list(baselines.values())
+    return {
+        "seed": VALIDATION_SET,
+        "baselines": list(baselines),
+        "worst_margin": {str(s): round(worst_margin(m, beaten), 4) for s, m in curve.items()},
+        "step": choose_checkpoint(curve, beaten),
+    }
+
+
 def _sets_of(metrics: dict) -> dict[str, dict]:
     """A bar entry's per-set numbers (`bar_on_sets`)."""
     if "per_set" not in metrics:
