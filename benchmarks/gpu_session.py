@@ -149,6 +149,34 @@ def pack(run_dir: Path, out: Path, files: tuple[str, ...] = RUN_FILES) -> None:
     log(f"packed {out} ({size / 1e6:.1f} MB){too_big}")
 
 
+def bring_back(run_dir: Path, out: Path, limit: int = OUT_FILE_LIMIT - 2**20) -> list[Path]:
+    """Pack a run for probing and releasing on another machine: its record and every checkpoint
+    cut to its fp16 teacher backbone (`teacher_only_checkpoint`), in tars of at most `limit`
+    bytes ($OUT brings back 16 MiB a file, 8 files); done before any probing, so that a lease cut
+    short still returns the run."""
+    from raddino.ssl.checkpoint import teacher_only_checkpoint
+
+    slim = run_dir.parent / "bring_back" / run_dir.name
+    shutil.rmtree(slim, ignore_errors=True)
+    slim.mkdir(parents=True)
+    for name in RUN_FILES[:-1]:  # the final teacher is the last checkpoint's
+        shutil.copy2(run_dir / name, slim / name)
+    for folder in sorted((run_dir / "checkpoints").glob("step_*")):
+        teacher_only_checkpoint(folder, slim)
+    files = sorted(p.relative_to(slim) for p in slim.rglob("*") if p.is_file())
+    parts: list[list[Path]] = [[]]
+    for file in files:  # greedy, in order: a part closes when the next file would not fit
+        sizes = sum((slim / f).stat().st_size for f in parts[-1])
+        if parts[-1] and sizes + (slim / file).stat().st_size > limit:
+            parts.append([])
+        parts[-1].append(file)
+    tars = []
+    for index, part in enumerate(parts):
+        tars.append(out / f"bring_{run_dir.name}_{index}.tar")
+        pack(slim, tars[-1], tuple(map(str, part)))
+    return tars
+
+
 def calibrate(args, tiny: dict, calib_dir: Path, out: Path) -> float:
     """Images/s of a short run of the general profile on this machine."""
     calib = load_config(
@@ -179,11 +207,17 @@ def per_set_summary(metrics: dict) -> str:
 
 
 def validation_choice(
-    run_dir: Path, final: Path, steps: int, validation, baselines: list[dict], root: str
+    run_dir: Path,
+    final: Path,
+    steps: int,
+    validation,
+    baselines: list[dict],
+    root: str,
+    on_step=lambda curve: None,
 ):
     """Probe every kept checkpoint's teacher and the final one (after `steps` steps) on the
     validation probe set and choose a step by `raddino.ssl.bar.choose_checkpoint`; returns
-    (curve, step, its weights)."""
+    (curve, step, its weights). `on_step(curve so far)` is called after each probe."""
     from raddino.models.weights import save_backbone
     from raddino.ssl.bar import choose_checkpoint
     from raddino.ssl.checkpoint import load_checkpoint
@@ -195,7 +229,10 @@ def validation_choice(
         if steps_done not in weights:  # the last checkpoint holds the final teacher already
             path = run_dir / "curve" / f"teacher_step{steps_done}.safetensors"
             weights[steps_done] = save_backbone(backbone_from_checkpoint(folder), path)
-    curve = {step: frozen_probe_metrics(str(w), validation, root) for step, w in weights.items()}
+    curve = {}
+    for step, path in sorted(weights.items()):
+        curve[step] = frozen_probe_metrics(str(path), validation, root)
+        on_step({str(k): m for k, m in curve.items()})
     for step, metrics in sorted(curve.items()):
         log(f"  validation step {step}: " + per_set_summary({"per_set": {"val": metrics}}))
     chosen = choose_checkpoint(curve, baselines)
@@ -281,16 +318,22 @@ def sweep(args, tiny: dict, out: Path) -> None:
         }
 
     base = load_config("phantom-release", tiny)
-    for spec in (random_init_spec(base), "raddino:general", "raddino:phantom"):
-        report[spec] = probe(spec)
-        log(f"{spec}: {per_set_summary(report[spec])}")
     validation = replace(evaluation, seed=VALIDATION_SET)
-    if args.curve_every:  # what a checkpoint has to beat on the validation set
+
+    def validation_baselines() -> None:  # what a checkpoint has to beat on the validation set
         report["validation"] = {
             spec: frozen_probe_metrics(spec, validation, probes_root)
             for spec in (random_init_spec(base), "raddino:general")
         }
+
+    if not args.bring_checkpoints:  # with it, every probe waits until the runs are packed
+        for spec in (random_init_spec(base), "raddino:general", "raddino:phantom"):
+            report[spec] = probe(spec)
+            log(f"{spec}: {per_set_summary(report[spec])}")
+        if args.curve_every:
+            validation_baselines()
     started = time.perf_counter()
+    trained: list[tuple[str, Path, int]] = []  # with --bring-checkpoints, probed after packing
     for name, overrides in variants:
         if args.deadline_s and time.perf_counter() - started > args.deadline_s:
             log(f"{name} and the rest not started: the sweep is past --deadline-s")
@@ -313,6 +356,13 @@ def sweep(args, tiny: dict, out: Path) -> None:
             continue
         train_s = time.perf_counter() - tic
         last = json.loads((args.runs / name / "metrics.jsonl").read_text().splitlines()[-1])
+        if args.bring_checkpoints:
+            log(f"{name} trained in {train_s:.0f} s; teacher entropy {last['teacher_entropy']}")
+            report["variants"][name] = {"overrides": overrides, "train_s": round(train_s, 1)}
+            report["variants"][name]["tars"] = [t.name for t in bring_back(args.runs / name, out)]
+            (out / "sweep.json").write_text(json.dumps(report, indent=2))
+            trained.append((name, final, last["step"] + 1))
+            continue
         metrics = probe(str(final))
         meta = meta_from_checkpoint(config, latest_checkpoint(args.runs / name))  # on the CPU
         (batch,) = training_batches(config, meta)
@@ -347,6 +397,23 @@ def sweep(args, tiny: dict, out: Path) -> None:
         pack(args.runs / name, out / f"variant_{name}.tar")
         if args.curve_every:
             pack(args.runs / name, out / f"candidate_{name}.tar", candidate)
+    if trained and args.curve_every:  # a head start on the validation curve the CPU would probe
+        validation_baselines()
+        (out / "sweep.json").write_text(json.dumps(report, indent=2))
+        for name, final, steps in trained:
+            baselines = list(report["validation"].values())
+            entry = report["variants"][name]
+
+            def keep(curve: dict, entry: dict = entry) -> None:  # a cut-off lease keeps these
+                entry["validation_curve"] = curve
+                (out / "sweep.json").write_text(json.dumps(report, indent=2))
+
+            curve, chosen, _ = validation_choice(
+                args.runs / name, final, steps, validation, baselines, probes_root, keep
+            )
+            report["variants"][name] |= {"validation_curve": curve, "chosen_step": chosen}
+            (out / "sweep.json").write_text(json.dumps(report, indent=2))
+            log(f"{name}: chosen step {chosen} on the validation set")
 
 
 def main() -> int:
@@ -366,6 +433,12 @@ def main() -> int:
         default=0,
         metavar="STEPS",
         help="with --variant: checkpoint every STEPS steps and choose one on the validation set",
+    )
+    parser.add_argument(
+        "--bring-checkpoints",
+        action="store_true",
+        help="with --variant: pack each run with its checkpoints' fp16 teachers before probing, "
+        "and probe only the validation curve (the bar and the release are then made on the CPU)",
     )
     parser.add_argument("--no-bench", action="store_true", help="skip the gpu-paper benchmark")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/gpu_runs"))

@@ -189,6 +189,44 @@ def test_package_a_chosen_checkpoint_releases_its_teacher_and_its_curve(finished
         )
 
 
+def test_a_teacher_only_copy_releases_the_same_weights_and_cannot_resume(finished_run, tmp_path):
+    import shutil
+
+    from raddino.ssl.checkpoint import restore_training_state, teacher_only_checkpoint
+
+    slim = tmp_path / "slim" / finished_run.name  # as gpu_session --bring-checkpoints packs it
+    slim.mkdir(parents=True)
+    for name in ("config.yaml", "metrics.jsonl", "hardware.json"):
+        shutil.copy2(finished_run / name, slim / name)
+    first = sorted((finished_run / "checkpoints").glob("step_*"))[0]
+    copy = teacher_only_checkpoint(first, slim)
+    assert copy.name == first.name
+    size = (copy / "state.safetensors").stat().st_size
+    assert size < (first / "state.safetensors").stat().st_size / 4
+    made = {
+        "profile": "smoke",
+        "compare": (),
+        "evaluation": TINY_EVAL,
+        "runs_root": str(tmp_path / "runs"),
+        "choice": {"seed": 8, "step": 2},
+    }
+    full = package_release(finished_run, "a", out_dir=tmp_path / "a", checkpoint=first, **made)
+    cut = package_release(slim, "a", out_dir=tmp_path / "b", checkpoint=copy, **made)
+
+    def weights(folder):  # not sha256: safetensors writes its metadata in no fixed order
+        with safe_open(str(folder / "a.safetensors"), "pt") as handle:
+            return handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+
+    (full_meta, full_tensors), (cut_meta, cut_tensors) = weights(full.parent), weights(cut.parent)
+    assert cut_meta == full_meta and cut_tensors.keys() == full_tensors.keys()
+    assert all(torch.equal(cut_tensors[k], full_tensors[k]) for k in full_tensors)  # fp16 both
+    full, cut = json.loads(full.read_text()), json.loads(cut.read_text())
+    assert cut["released_checkpoint"] == full["released_checkpoint"]
+    assert cut["frozen_probes"] == full["frozen_probes"]
+    with pytest.raises(ValueError, match="teacher-only checkpoint .* cannot resume"):
+        restore_training_state(slim, None, None, None)
+
+
 def test_unfinished_or_truncated_runs_are_refused(finished_run, tmp_path):
     with pytest.raises(FileNotFoundError, match="has not finished"):
         package_release(tmp_path, "x", profile="smoke", out_dir=tmp_path / "out")

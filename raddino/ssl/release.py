@@ -240,12 +240,14 @@ def package_release(
     out_dir = Path(out_dir) if out_dir is not None else RELEASE_DIR
     evaluation = evaluation or ReleaseEval()
     final = run_dir / "teacher_backbone.safetensors"
-    if not final.is_file():
-        raise FileNotFoundError(f"{final}: the run has not finished (no final teacher backbone)")
     if checkpoint is None:
+        if not final.is_file():
+            raise FileNotFoundError(f"{final}: the run has not finished (no final teacher backbone)")
         backbone, record = load_backbone(final), training_record(run_dir)
         chosen = None
     else:
+        # training_record refuses an unfinished run (fewer steps logged than configured); the
+        # final teacher need not be here (a run brought back as teacher-only checkpoints)
         backbone, steps = released_checkpoint(run_dir, Path(checkpoint))
         record = training_record(run_dir, steps=steps)
         run_steps = record["config"]["train"]["epochs"] * record["config"]["train"]["epoch_length"]
