@@ -242,7 +242,7 @@ def package_release(
     final = run_dir / "teacher_backbone.safetensors"
     if checkpoint is None:
         if not final.is_file():
-            raise FileNotFoundError(f"{final}: the run has not finished (no final teacher backbone)")
+            raise FileNotFoundError(f"{final}: the run has not finished (no final teacher)")
         backbone, record = load_backbone(final), training_record(run_dir)
         chosen = None
     else:
