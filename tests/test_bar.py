@@ -162,6 +162,19 @@ def test_a_release_keeps_the_validation_curve_its_checkpoint_was_chosen_on(tmp_p
         checkpoint_choice(path)
 
 
+def test_a_choice_names_the_checkpoint_to_release_and_refuses_another(tmp_path):
+    from raddino.ssl.release_cli import chosen_checkpoint
+
+    run = tmp_path / "run"
+    step_400 = run / "checkpoints" / "step_00000399"  # after 400 steps (counted from 0)
+    assert chosen_checkpoint(run, {"step": 400}, None, None) == step_400
+    assert chosen_checkpoint(run, {"step": 400}, step_400, None) == step_400
+    assert chosen_checkpoint(run, None, step_400, None) == step_400  # no choice: as given
+    other = run / "checkpoints" / "step_00000199"
+    with pytest.raises(SystemExit, match="is not the step 400 that .*choice.json chose"):
+        chosen_checkpoint(run, {"step": 400}, other, tmp_path / "choice.json")
+
+
 def test_choice_record_keeps_each_steps_margin_and_the_step_choose_checkpoint_takes():
     from raddino.ssl.bar import VALIDATION_SET, choice_record, worst_margin
 

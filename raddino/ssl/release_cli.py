@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--choice",
         type=Path,
-        help="with --checkpoint: the `benchmarks/checkpoint_curve.py --choose` report that chose "
-        "it, kept in the manifest",
+        help="the `benchmarks/checkpoint_curve.py --choose` report that chose a step: its "
+        "checkpoint is released (unless --checkpoint names it) and the choice kept in the manifest",
     )
     parser.add_argument("--runs-root", default="runs", help="cache of phantoms and features")
 
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
         ]
         if missing:
             raise SystemExit(f"packaging a run needs {', '.join(missing)} (or use --reprobe NAME)")
-        if args.choice and not args.checkpoint:
-            raise SystemExit("--choice says why a --checkpoint was chosen; give the checkpoint")
+        choice = checkpoint_choice(args.choice) if args.choice else None
+        checkpoint = chosen_checkpoint(args.run_dir, choice, args.checkpoint, args.choice)
         name = args.name
         manifest_path = package_release(
             args.run_dir,
@@ -77,12 +77,27 @@ def run(args: argparse.Namespace) -> int:
             out_dir=args.out_dir,
             compare=tuple(args.compare or ["pixels:32"]),
             runs_root=args.runs_root,
-            checkpoint=args.checkpoint,
-            choice=checkpoint_choice(args.choice) if args.choice else None,
+            checkpoint=checkpoint,
+            choice=choice,
         )
     print_bar(json.loads(manifest_path.read_text())["frozen_probes"], name)
     print(f"manifest: {manifest_path}")
     return 0
+
+
+def chosen_checkpoint(
+    run_dir: Path, choice: dict | None, given: Path | None, report: Path | None
+) -> Path | None:
+    """The checkpoint folder to release: the one a choice report chose (step N is the folder
+    `step_{N-1}`, as checkpoints count from 0), which an explicit `--checkpoint` must match."""
+    if choice is None:
+        return given
+    chosen = run_dir / "checkpoints" / f"step_{choice['step'] - 1:08d}"
+    if given is not None and given.resolve() != chosen.resolve():
+        raise SystemExit(
+            f"--checkpoint {given} is not the step {choice['step']} that {report} chose ({chosen})"
+        )
+    return chosen
 
 
 def checkpoint_choice(report_path: Path) -> dict:
