@@ -94,6 +94,18 @@ on both sets, missed sex on set 0 and stayed at the general release's lung Dice
 release candidate (RUN/release_candidate/, in candidate_NAME.tar: fp16 weights, manifest with
 the validation curve, training record up to that step). If it meets the bar, it ships as
 raddino:phantom once its three files and its manifest's name and weights fields are renamed.
+
+Eighth session (H200, 2026-12-04): `--bring-checkpoints` packs each run with every checkpoint cut
+to its fp16 teacher before any probing, so the CPU can choose and release a step with the repo's
+own tools (`checkpoint_curve.py --choose`, `raddino release --checkpoint --choice`):
+
+    python3 benchmarks/gpu_session.py --no-bench --epochs 40 --curve-every 200 \
+        --bring-checkpoints --variant "nj_2000:dino.koleo_loss_weight=0;teacher.teacher_temp=0.01;\
+teacher.warmup_teacher_temp=0.01;crops.photometric_strength=0"
+
+2,000 steps took 219 s and the validation curve 84 s more; 1,000 steps (`--epochs 20`) were run
+first. On the validation set every metric rose with training after step 400
+(raddino/release/sweeps/h200_jitter_free.json).
 """
 
 from __future__ import annotations
