@@ -65,6 +65,7 @@ from raddino.ssl.config import load_config
 from raddino.ssl.release import read_release_manifest
 from raddino.ssl.release_tables import (
     checkpoint_curve_table,
+    chosen_checkpoint_table,
     finding_sets_table,
     layer_probe_frame,
     pooled_probe_table,
@@ -178,7 +179,13 @@ figure = plot_training_curves(live, ("lr", "momentum", "teacher_temp", "grad_nor
 #   initialisation on procedurally generated *dead-leaves* images (Baradad et al., 2021): generic
 #   shapes, textures and occlusions, no chest X-rays.
 # * `raddino:phantom` stands in for RAD-DINO. It is continual pretraining from `raddino:general`
-#   on chest X-ray phantoms, with PA, AP and lateral views.
+#   on chest X-ray phantoms, with PA, AP and lateral views: 2,000 steps of 256 phantoms at 224 px
+#   on one H200, with the recipe this chapter's measurements arrived at (KoLeo off, a sharp
+#   teacher, no intensity jitter; the last sections), and the step chosen on a validation set.
+#   It replaced a first phantom release (**v1**) that used the general release's recipe and
+#   failed the bar on findings and sex. Most of the measurements in the second half of this
+#   chapter were made on v1 and led to the new recipe; v1's weights and manifest stay on record in
+#   `raddino/release/sweeps/previous/`, and the live tables below show both.
 #
 # Each one has a manifest beside it. The manifest records its resolved config, steps, images,
 # hardware, wall time and sha256, and the frozen-probe bar it was held to.
@@ -196,15 +203,22 @@ else:
 # %% [markdown]
 # Their training curves, step by step as the runs logged them. `general` learned from random
 # initialisation on dead leaves. `phantom` started from `general`'s teacher with fresh heads,
-# which is why its losses start high and drop quickly.
+# which is why its losses start high and drop quickly. The first phantom release (v1) is drawn
+# too: its teacher's targets flattened (entropy rising to 0.87 of ln K), while the current
+# release's sharp teacher (temperature 0.01) keeps them peaked (0.10 at the end) and the
+# batch-mean target stays spread over the prototypes, so nothing collapsed.
 
 # %%
 if shipped:
-    shipped_curves = training_curves(
-        {f"raddino:{n}": RELEASE_DIR / f"{n}.metrics.jsonl" for n in shipped}
-    )
+    curve_files = {f"raddino:{n}": RELEASE_DIR / f"{n}.metrics.jsonl" for n in shipped}
+    v1_curve = RELEASE_DIR / "sweeps" / "previous" / "phantom_v1.metrics.jsonl"
+    if v1_curve.is_file():
+        curve_files["phantom v1 (first release)"] = v1_curve
+    shipped_curves = training_curves(curve_files)
     figure = plot_training_curves(
-        shipped_curves, ("total", "dino_global", "ibot", "koleo", "teacher_entropy"), smooth=9
+        shipped_curves,
+        ("total", "dino_global", "ibot", "koleo", "teacher_entropy", "batch_entropy"),
+        smooth=9,
     )
 
 # %% [markdown]
@@ -237,7 +251,8 @@ if shipped:
 # about one standard error of an accuracy on 600 images, so a win on one set alone, or a smaller
 # one, can be luck of the draw.
 # The plot shows the same differences against random init and the general release; raw pixels
-# stay in the table, where they win on findings and sex by 0.14-0.22 on both sets.
+# stay in the table, where they still win on findings and sex (by about 0.1 over the phantom
+# release, on both sets).
 
 # %%
 if shipped:
@@ -249,35 +264,70 @@ if shipped:
 # %% [markdown]
 # ## Where the bar is met, and where not yet
 #
-# **Lung Dice: met.** On both sets the phantom checkpoint's patch tokens segment the lungs clearly
-# better than random init's (+0.17 and +0.16) and than the general checkpoint's (+0.08 and
-# +0.06). That needs the paper's 100 epochs for the linear head: with 12, as an earlier version
-# of this bar used, the heads were still learning and every encoder scored alike (random 0.378,
-# general 0.388, phantom 0.385 on the H200 releases), which hid a real difference.
+# **Lung Dice: met.** On both sets the phantom release's patch tokens segment the lungs clearly
+# better than random init's (+0.165 on each) and than the general release's (+0.068 and +0.067).
+# That needs the paper's 100 epochs for the linear head: with 12, as an earlier version of this
+# bar used, the heads were still learning and every encoder scored alike (random 0.378, general
+# 0.388, phantom v1 0.385), which hid a real difference.
 #
-# **Findings and sex: not met.** The class tokens of both releases read findings about as well as
-# random init does: the phantom release is ahead by 0.017 on one set and behind by 0.007 on the
-# other. On sex it is behind random init on both sets. The releases were trained on a GPU for
-# 256,000 phantom images (one H200, 2.5 minutes), over eleven times what the earlier CPU runs saw,
-# and findings did not move between the two, so more of the same at this scale is not what is
-# missing. That is still a small budget for self-supervised learning (DINOv2 trains for hundreds of
-# millions of images), and whether a hundred times more would help is untested here. Two later
-# sections locate and size the gap: the releases' patch tokens hold the heart's size clearly better
-# than random init's while their class tokens do not (block by block), and on four probe sets the
-# best CPU run is ahead of random init on findings by 0.018 on average, below the bar's margin (the
-# four-set table). The chapter's last sections trace the gap to the recipe itself: KoLeo and a
-# softer teacher make the class token ignore findings, and a CPU run without them clears the
-# findings margin on every probe set. The per-finding table (means over both sets) says where the
-# macro number comes from. Raw pixels read cardiomegaly almost perfectly, since the heart's outline
-# sits at fixed pixels; every ViT class token stays near the finding's prevalence. Where the phantom
-# checkpoint does gain over random init, on support devices and chest tubes, the finding is a line
-# that looks alike wherever a crop falls.
+# **Sex: met.** +0.057 and +0.115 over random init, +0.093 and +0.077 over the general release.
+#
+# **Findings: met against the general release, missed against random init by 0.001 on one set.**
+# Macro AUPRC is 0.262 and 0.232 on the two sets: +0.039 and +0.024 over the general release,
+# +0.048 and **+0.019** over random init, where the bar asks for +0.020 on every set. So eleven of
+# the twelve per-set comparisons with the two encoder baselines clear the margin, and the twelfth
+# misses it by less than a tenth of a probe seed's spread (the ± column above); by the rule we set
+# ourselves before this run, the bar is not met. On four probe sets (the last table of the
+# chapter) the release is ahead of random init on every set. Raw pixels still read findings
+# better by about 0.1, as they do for every encoder here (chapter 01).
+#
+# The first phantom release (v1, `raddino/release/sweeps/previous/`) met only the Dice part: its
+# class token read findings about as well as random init's (+0.017 and -0.007) and sex worse on
+# both sets, after 256,000 phantom images. The rest of this chapter is how that was traced to the
+# recipe rather than to the budget. The new release is the same model, data and budget per step,
+# with three settings changed (KoLeo off, teacher temperature 0.01, no intensity jitter) and
+# twice the steps, chosen on a validation set that no bar reads. Along the run every validation
+# metric rose after the first 400 steps (the curve below), so the last step was taken.
+#
+# The per-finding table (means over both sets) says where the macro number comes from. Raw pixels
+# read cardiomegaly almost perfectly, since the heart's outline sits at fixed pixels; every ViT
+# class token stays near the finding's prevalence on it. The phantom release gains over random
+# init on the findings that change the lung's texture or brightness (lung opacity +0.16,
+# pneumothorax +0.10, fibrosis +0.09), the cues that the intensity jitter used to erase; v1's
+# gains were on support devices and chest tubes, lines that look alike wherever a crop falls.
 
 # %%
 if shipped:
     display(release_finding_table(shipped).style.format("{:.3f}"))
 
 # %% [markdown]
+# **How the released step was chosen.** Every 200 steps a checkpoint was kept, and each
+# checkpoint's teacher was probed on a third probe set (seed 8, the validation set) beside random
+# init and the general release (`benchmarks/checkpoint_curve.py --choose`). The step furthest past
+# both on its weakest metric is released (`raddino release RUN --choice REPORT`); the manifest
+# keeps the curve (second table: each step's worst margin over the two baselines). Findings dip
+# after the warm-up (step 400) and climb back past their early level as the learning rate
+# anneals, while sex and Dice rise throughout, and so does the class token's steadiness under a
+# 4-px shift (0.64 to 0.91; v1 ended at 0.22).
+
+# %%
+if "phantom" in shipped and "released_checkpoint" in read_release_manifest("phantom"):
+    display(
+        checkpoint_curve_table(RELEASE_DIR / "sweeps" / "nj_2000_choice.json", seed=8).style.format(
+            precision=3, na_rep=""
+        )
+    )
+    display(chosen_checkpoint_table("phantom").style.format(precision=3, na_rep=""))
+
+# %% [markdown]
+# ## How the first phantom release was diagnosed
+#
+# The measurements from here to the end of the chapter were made to find out why v1's class
+# token missed findings, and they led to the recipe of the current release. Where they speak of
+# "the releases" or "the phantom release", they mean the general release and **v1**. Stored
+# results (the JSON reports in `raddino/release/sweeps/`) are v1's; the tables computed live
+# show v1 beside the current release, so each diagnosis can be checked against the fix.
+#
 # **Are the findings in the patch tokens instead?** The same probes on other features of each
 # encoder, on both probe sets (`benchmarks/pooled_probe.py`): the class token (the bar's, as
 # RAD-DINO probes); the mean of the patch tokens, and both concatenated (DINOv2's
@@ -343,13 +393,17 @@ figure = plot_layer_probe(
 # median, and whether the display window was. Each column is a linear read-out, cross-validated
 # by subject. The last row is what always guessing the larger class scores.
 #
-# Raw pixels read view, sex and borders easily; the encoder rows sit close to the majority row on
-# everything about the *subject*. What the trained class tokens do keep is how the image was
-# taken: the collimation borders (about 0.93 for both releases, 0.87 for random init) and the
-# display window. A bright band along an edge is the easiest way to tell one radiograph from
-# another, and an encoder trained to tell images apart keeps it. That is a shortcut the recipe's
-# augmentations leave open; `crops.random_borders_p` draws such bands on crops at random, so that
-# two crops of one image disagree about them (`raddino.ssl.crops.RandomBorders`; measured below).
+# Raw pixels read view, sex and borders easily; the rows of the general release and v1 sit close
+# to the majority row on everything about the *subject*. What their class tokens do keep is how
+# the image was taken: the collimation borders (about 0.93 for both, 0.87 for random init) and
+# the display window. (The current release, on the profile's 600 phantoms: view 0.66, sex 0.69,
+# age bin 0.53 and BMI bin 0.69, against v1's 0.57, 0.61, 0.33 and 0.56, so its class token
+# keeps the subject. It keeps the borders, 0.96, and the display window, 0.82, more than v1 did:
+# without intensity jitter nothing asks it to ignore how an image was windowed.) A bright band
+# along an edge is the easiest way to tell one radiograph from another, and an encoder trained
+# to tell images apart keeps it. That is a shortcut the recipe's augmentations leave open;
+# `crops.random_borders_p` draws such bands on crops at random, so that two crops of one image
+# disagree about them (`raddino.ssl.crops.RandomBorders`; measured below).
 
 # %%
 from raddino.eval.ablations import crop_pair_retrieval, global_property_table
@@ -358,6 +412,9 @@ from raddino.ssl.config import load_config
 
 probe_folder = probe_phantoms(probe_n, probe_size, seed, runs_root)
 property_specs = {spec: spec for spec in encoders_to_compare(encoders)}
+phantom_v1 = RELEASE_DIR / "sweeps" / "previous" / "phantom_v1.safetensors"
+if phantom_v1.is_file():  # the first phantom release, which the diagnoses below were made on
+    property_specs["phantom v1 (first release)"] = str(phantom_v1)
 properties = global_property_table(
     property_specs, probe_folder, size=probe_size, seed=seed, runs_root=runs_root, device=device
 )
@@ -394,11 +451,13 @@ display(
 # With the recipe's crops, even raw pixels barely pair a phantom's crops, and no encoder does
 # better. All phantoms share one anatomical template, so where a crop falls and how large it is
 # change an image more than which subject it shows. The instance-level task is then nearly
-# unsolvable, and the teacher's targets flatten: in the curves above, the phantom run's teacher
-# entropy climbs from 0.58 to 0.87 of ln K. With whole-image views the phantom encoder pairs far
-# more images than random init does. So it did learn intensity-invariant features of the
-# subject, but not features that a linear read-out turns into findings, view or age (the first
-# table).
+# unsolvable, and the teacher's targets flatten: in v1's run the teacher entropy climbed from
+# 0.58 to 0.87 of ln K (`raddino/release/sweeps/previous/phantom_v1.metrics.jsonl`). With
+# whole-image views v1 pairs far more images than random init does. So it did learn
+# intensity-invariant features of the subject, but not features that a linear read-out turns
+# into findings, view or age (the first table). The current release, trained without the
+# jitter, is the mirror image: it pairs the recipe's crops without jitter (0.36 of 200 on the
+# profile's phantoms, v1 0.05), and the jitter it never saw breaks the pairing (0.02-0.06).
 
 # %%
 retrieval_crops = {
@@ -410,9 +469,13 @@ retrieval = crop_pair_retrieval(
     probe_folder,
     retrieval_crops,
     {
-        "release crops + intensity jitter": {},
+        # v1's jitter, which the current phantom-release profile no longer uses
+        "release crops + intensity jitter": {"photometric_strength": 1.0},
         "release crops, no jitter": {"photometric_strength": 0.0},
-        "whole image + intensity jitter": {"global_crops_side": [1.0, 1.0]},
+        "whole image + intensity jitter": {
+            "global_crops_side": [1.0, 1.0],
+            "photometric_strength": 1.0,
+        },
     },
     n=200,
     seed=seed,
@@ -471,13 +534,15 @@ display(sweep_table(RELEASE_DIR / "sweeps" / "h200_whole_views.json"))
 # copy's (`raddino.eval.stability`): 1 is unmoved, and two *different* images score about 0 (the
 # dotted lines). At 224 px, a 4-pixel shift (a quarter of a patch) leaves raw pixels at 0.84 and
 # a random ViT at 0.78; the supervised reference, whose token reads findings at 0.389, keeps
-# 0.54. Both releases fall to about 0.2, nearly as far as if the patient had changed, and climb
-# back at 16 pixels, where the image has moved by exactly one patch and the patch grid lines up
-# again. Their tokens depend on where the patch grid cuts the image, not only on what it shows.
+# 0.54. The general release and v1 fall to about 0.2, nearly as far as if the patient had
+# changed, and climb back at 16 pixels, where the image has moved by exactly one patch and the
+# patch grid lines up again. Their tokens depend on where the patch grid cuts the image, not only
+# on what it shows. The current release, trained without KoLeo and with a sharp teacher (the
+# next sections), keeps 0.90 at 4 pixels, steadier than random init.
 #
 # A token that a quarter-patch shift scrambles cannot carry findings to a linear probe, and the
 # training curves above say how it got that way. The DINO targets stayed nearly flat through
-# both release runs (teacher entropy 0.74-0.87 of ln K): the head's prototypes barely told the
+# the general and v1 runs (teacher entropy 0.74-0.87 of ln K): the head's prototypes barely told the
 # images apart, so the class token was under little pressure to agree across crops. KoLeo, in
 # the same runs, pushed the class tokens of a batch apart by whatever differed between them, and
 # the cheapest differences are fine details that no crop keeps in place.
@@ -870,6 +935,35 @@ display(candidate_verdict.rename(index=lambda label: label.removeprefix("raddino
 # %%
 display(
     finding_sets_table(RELEASE_DIR / "sweeps" / "finding_sets_candidates.json").style.format(
+        precision=3, na_rep=""
+    )
+)
+
+# %% [markdown]
+# ## The GPU run that became the release
+#
+# One H200 session (`benchmarks/gpu_session.py --bring-checkpoints`) trained the jitter-free
+# recipe from the general release at 224 px with the release profile's 256 phantoms a step:
+# 1,000 steps (2 minutes), then 2,000 (3.5 minutes of steps;
+# `raddino/release/sweeps/h200_jitter_free.json`).
+# Every checkpoint's teacher came back as fp16 weights, so the choice of step and the release
+# were made here on the CPU with the tools above, and the GPU's probes of the same checkpoints
+# agree with the CPU's to within 0.002. What the 1,200-step CPU run suggested, that a long run
+# trades findings for Dice, did not happen at this batch size: after a dip at the end of the
+# warm-up (steps 200-400), findings, sex and Dice all rose to the last step of both runs. The
+# 1,000-step run ended at 0.244, 0.672 and 0.617 (findings, sex and Dice on the validation set),
+# the 2,000-step run at 0.249, 0.698 and 0.642; its last step was furthest past both baselines on
+# its weakest metric (+0.021) and is the shipped `raddino:phantom`.
+#
+# On four probe sets (below; random init averaged over two draws of its weights) the release is
+# ahead of random init by +0.050, +0.021, +0.041 and +0.024, 0.034 on average, and the only
+# encoder of the chapter that clears 0.02 on every set; v1 managed +0.019, -0.005, -0.004 and
+# +0.002 on the same sets. Over the general release it gains on every set too, least on set 2
+# (+0.013), where the general release is already strong.
+
+# %%
+display(
+    finding_sets_table(RELEASE_DIR / "sweeps" / "finding_sets_phantom_v2.json").style.format(
         precision=3, na_rep=""
     )
 )
