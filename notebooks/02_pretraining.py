@@ -325,8 +325,9 @@ if "phantom" in shipped and "released_checkpoint" in read_release_manifest("phan
 # The measurements from here to the end of the chapter were made to find out why v1's class
 # token missed findings, and they led to the recipe of the current release. Where they speak of
 # "the releases" or "the phantom release", they mean the general release and **v1**. Stored
-# results (the JSON reports in `raddino/release/sweeps/`) are v1's; the tables computed live
-# show v1 beside the current release, so each diagnosis can be checked against the fix.
+# results (the JSON reports in `raddino/release/sweeps/`) are v1's, and in their tables
+# `raddino:phantom` names v1, since a report keeps each spec as it was run. The tables computed
+# live show v1 beside the current release, so each diagnosis can be checked against the fix.
 #
 # **Are the findings in the patch tokens instead?** The same probes on other features of each
 # encoder, on both probe sets (`benchmarks/pooled_probe.py`): the class token (the bar's, as
