@@ -23,8 +23,8 @@
 # This chapter runs the same protocol on the phantom world (chapter 01) for every encoder the
 # profile lists. By default these are two *baselines*: raw pixels averaged down to a small grid
 # (`pixels:S`) and an **untrained** ViT (`random:<arch>`). The release checkpoints of our own
-# DINOv2 trainer (`raddino:general`, `raddino:phantom`) join the tables automatically once they
-# ship in `raddino/release/`; **until then the tables below show only baselines**, and say
+# DINOv2 trainer that ship in `raddino/release/` (`raddino:general`, `raddino:phantom`, chapter
+# 02) join the tables automatically; a checkout without them shows only the baselines, which say
 # nothing about what continual self-supervised pretraining buys.
 #
 # What phantoms can tell: whether a feature vector keeps the information a finding needs, on

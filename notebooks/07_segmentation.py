@@ -227,7 +227,7 @@ fig.tight_layout()
 # ## Predictions beside the truth (Fig. A.5)
 #
 # Two test phantoms (the first with a chest tube or pneumothorax, if the test split has one),
-# truth outlined in green and the prediction in red, for our release checkpoint once one ships
+# truth outlined in green and the prediction in red, for our release checkpoint
 # (else the last encoder) with the heaviest frozen head trained.
 
 # %%

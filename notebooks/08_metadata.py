@@ -28,10 +28,10 @@
 # look respectable.
 #
 # As in chapter 06, the encoders are the profile's baselines (raw pixels, an untrained ViT) plus
-# our own release checkpoints once they exist; **until they ship, the table shows only
-# baselines.** The phantom simulator ties anatomy to metadata by its own rules
-# (`raddino.data.phantom.subject`): thorax size with height and sex, soft tissue with BMI,
-# breast shadows for women, bone density, cartilage calcification and aortic unfolding with age.
+# our own release checkpoints that ship in `raddino/release/` (chapter 02). The phantom simulator
+# ties anatomy to metadata by its own rules (`raddino.data.phantom.subject`): thorax size with
+# height and sex, soft tissue with BMI, breast shadows for women, bone density, cartilage
+# calcification and aortic unfolding with age.
 # What is readable here says how much of *those rules* survives in the features, not how well a
 # real X-ray reveals a real patient's age.
 

@@ -31,8 +31,8 @@
 # it. An untrained ViT's patches mostly encode position and local brightness.
 #
 # The encoders are the profile's patch encoders (the raw-pixel baseline has no patches and is left
-# out) plus our release checkpoints once they ship; **until then only untrained baselines are
-# shown**, and the chapter demonstrates the measurement rather than a result about RAD-DINO.
+# out) plus our release checkpoints that ship in `raddino/release/` (chapter 02); a checkout
+# without them shows only untrained baselines and demonstrates the measurement alone.
 
 # %% tags=["parameters"]
 # Parameters: `raddino book --profile NAME` injects the profile's values here (papermill).
@@ -89,8 +89,8 @@ print(
 #
 # Left: the query phantom with a landmark circled. Right: another subject's phantom, coloured by
 # the cosine similarity of each of its patches to the query patch (yellow = similar), the best
-# patch (red x) and the true landmark (cyan circle). Shown for our release checkpoint once one
-# ships (else the published RAD-DINO weights if the profile lists them, else the last encoder).
+# patch (red x) and the true landmark (cyan circle). Shown for our release checkpoint (else the
+# published RAD-DINO weights if the profile lists them, else the last encoder).
 
 # %%
 from raddino.viz.overlays import correspondence_figure

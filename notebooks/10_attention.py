@@ -23,9 +23,9 @@
 # fraction. Their ratio (the *lift*) is 1 for a head that ignores the finding.
 #
 # Attention maps belong to ViTs: the raw-pixel baseline has none and is left out. The encoders
-# are the profile's ViTs (by default an **untrained** one) plus our release checkpoints once
-# they ship; **until then the maps show what random attention looks like**, a useful picture of
-# what *not* to read into such maps, and say nothing about RAD-DINO.
+# are the profile's ViTs (by default an **untrained** one) plus our release checkpoints that ship
+# in `raddino/release/` (chapter 02). The untrained ViT's maps show what random attention looks
+# like, a useful picture of what *not* to read into such maps.
 
 # %% tags=["parameters"]
 # Parameters: `raddino book --profile NAME` injects the profile's values here (papermill).
