@@ -91,11 +91,14 @@ def bring_back(run_dir: Path, out: Path, limit: int = OUT_FILE_LIMIT - 2**20) ->
         teacher_only_checkpoint(folder, slim)
     files = sorted(p.relative_to(slim) for p in slim.rglob("*") if p.is_file())
     parts: list[list[Path]] = [[]]
+    part_size = 0
     for file in files:  # greedy, in order: a part closes when the next file would not fit
-        sizes = sum((slim / f).stat().st_size for f in parts[-1])
-        if parts[-1] and sizes + (slim / file).stat().st_size > limit:
+        size = (slim / file).stat().st_size
+        if parts[-1] and part_size + size > limit:
             parts.append([])
+            part_size = 0
         parts[-1].append(file)
+        part_size += size
     tars = []
     for index, part in enumerate(parts):
         tars.append(out / f"bring_{run_dir.name}_{index}.tar")
@@ -173,6 +176,7 @@ def release_chosen(
     from $OUT), with the validation curve it was chosen on, as `raddino release --checkpoint
     --choice` would; returns its files relative to RUN, for the run's tar."""
     from raddino.ssl.bar import BAR_METRICS, choice_record
+    from raddino.ssl.checkpoint import checkpoint_after
     from raddino.ssl.release import package_release
 
     choice = {
@@ -181,7 +185,7 @@ def release_chosen(
         "validation_curve": {step: {k: m[k] for k in BAR_METRICS} for step, m in curve.items()},
     }
     chosen = choice["step"]
-    folder = run_dir / "checkpoints" / f"step_{chosen - 1:08d}"
+    folder = checkpoint_after(run_dir, chosen)
     name = f"{run_dir.name}_step{chosen}"
     manifest = package_release(
         run_dir,
@@ -334,10 +338,10 @@ def sweep(args, tiny: dict, out: Path) -> None:
                 entry["validation_curve"] = curve
                 (out / "sweep.json").write_text(json.dumps(report, indent=2))
 
-            curve, chosen, _ = validation_choice(
+            _, chosen, _ = validation_choice(
                 args.runs / name, final, steps, validation, baselines, probes_root, keep
-            )
-            report["variants"][name] |= {"validation_curve": curve, "chosen_step": chosen}
+            )  # keep() has stored the whole curve
+            entry["chosen_step"] = chosen
             (out / "sweep.json").write_text(json.dumps(report, indent=2))
             log(f"{name}: chosen step {chosen} on the validation set")
 

@@ -137,6 +137,11 @@ def save_checkpoint(
     return final
 
 
+def checkpoint_after(run_dir: str | Path, steps_done: int) -> Path:
+    """The folder of the checkpoint written after `steps_done` steps (folders count from 0)."""
+    return _step_dir(Path(run_dir), steps_done - 1)
+
+
 TEACHER_ONLY = "teacher_only"  # state.json key of a checkpoint cut down to its teacher backbone
 
 

@@ -92,7 +92,9 @@ def chosen_checkpoint(
     `step_{N-1}`, as checkpoints count from 0), which an explicit `--checkpoint` must match."""
     if choice is None:
         return given
-    chosen = run_dir / "checkpoints" / f"step_{choice['step'] - 1:08d}"
+    from raddino.ssl.checkpoint import checkpoint_after
+
+    chosen = checkpoint_after(run_dir, choice["step"])
     if given is not None and given.resolve() != chosen.resolve():
         raise SystemExit(
             f"--checkpoint {given} is not the step {choice['step']} that {report} chose ({chosen})"
