@@ -1,7 +1,8 @@
 """The release bar along one run: each checkpoint's teacher backbone probed on held-out phantoms
 of the given evaluation seeds, beside random init and any `--baseline` encoders. With `--choose`
 the curve on the validation set (`raddino.ssl.bar.VALIDATION_SET`, which no bar or sweep reads)
-picks the step furthest past the baselines on its weakest bar metric. Chapter 02 reads the JSON.
+picks the step furthest past the baselines on its weakest bar metric.
+Chapters 02 and 12 read the JSON.
 
     python benchmarks/checkpoint_curve.py --run RUN --checkpoint RUN/checkpoints/step_00000799 \
         --checkpoint ... --final --seed 0 --seed 1 --out raddino/release/sweeps/NAME.json

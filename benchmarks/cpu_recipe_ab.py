@@ -1,5 +1,5 @@
 """A/B of recipe variants on 2 CPU cores: short continual runs from a release, each held to the
-release bar and to the class-token property table (chapter 02), beside the run's starting point.
+release bar and to the class-token property table (chapter 12), beside the run's starting point.
 
 Every variant continues the same starting encoder with the same data, seed and steps, and differs
 only in its `--variant` overrides, so the differences between variants are the variants' effects
@@ -10,7 +10,7 @@ finished, and the JSON grows after each variant.
     python benchmarks/cpu_recipe_ab.py --variant as_is: \
         --variant "borders:crops.random_borders_p=0.5" \
         --variant "borders_often:crops.random_borders_p=0.9" \
-        --out raddino/release/sweeps/cpu_random_borders_ab.json   # chapter 02 reads it
+        --out raddino/release/sweeps/cpu_random_borders_ab.json   # chapter 12 reads it
     (about 10 minutes per variant on 2 cores, evaluation included)
 """
 

@@ -1,6 +1,6 @@
 """Which findings does each class token see when nothing else changes? Counterfactual phantom
 pairs (the same subject, view, acquisition and noise, without any finding and with exactly one),
-read out by the bar's probe on held-out subjects (`raddino.eval.counterfactual`). Chapter 02 cites
+read out by the bar's probe on held-out subjects (`raddino.eval.counterfactual`). Chapter 12 cites
 the JSON; it grows per encoder, so a cut-off run keeps what it measured.
 
     python benchmarks/finding_counterfactuals.py --spec random:vit_tiny --spec raddino:general \

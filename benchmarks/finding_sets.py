@@ -1,7 +1,7 @@
 """Is there any finding gain at all, below what two probe sets can resolve? The bar's finding
 probes (class token, macro AUPRC) on more probe sets than the bar uses, each encoder minus random
 init on the same phantoms, with random init averaged over several draws of its weights (so the
-baseline's own luck is measured, not assumed away). Chapter 02 cites the JSON.
+baseline's own luck is measured, not assumed away). Chapters 02 and 12 cite the JSON.
 
     python benchmarks/finding_sets.py --sets 4 --spec raddino:phantom --spec raddino:general \
         --spec "no_koleo_sharp=runs/pretrain/c4fa0604146a6c0d/teacher_backbone.safetensors" \

@@ -238,7 +238,7 @@ def sweep(args, tiny: dict, out: Path) -> None:
     report: dict = {"evaluation": asdict(evaluation), "epochs": args.epochs, "variants": {}}
 
     def probe(spec: str) -> dict:
-        """The release bar, and what the class token keeps (chapter 02's property table)."""
+        """The release bar, and what the class token keeps (chapter 12's property table)."""
         readouts = class_token_readouts(spec, evaluation, probes_root)
         report["majority_class"] = readouts["majority class"]
         return {

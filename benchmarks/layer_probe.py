@@ -2,7 +2,7 @@
 patch tokens of every block of each encoder, pooled two ways: the mean over the image, and a
 2 x 2 grid of cells (which half of the chest), on every probe set of the bar. A pretrained
 encoder whose middle blocks read findings better than random init's would point at a feature to
-probe; none that do says the pretraining never put them there. Chapter 02 cites the JSON.
+probe; none that do says the pretraining never put them there. Chapters 02 and 12 cite the JSON.
 
     python benchmarks/layer_probe.py --spec raddino:phantom --spec raddino:general \
         --spec random:vit_tiny --out raddino/release/sweeps/layer_probe.json   # ~6 min, 2 cores

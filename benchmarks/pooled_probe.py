@@ -2,7 +2,7 @@
 probes on four features of each encoder: the class token (the bar's, as RAD-DINO probes), the
 mean of the patch tokens, both concatenated (DINOv2's linear-evaluation feature), and the patch
 grid average-pooled to 4 x 4 cells (where in the image, as the raw-pixel baseline keeps it), on
-every probe set of the bar. Chapter 02 cites the JSON.
+every probe set of the bar. Chapter 12 cites the JSON.
 
     python benchmarks/pooled_probe.py --spec raddino:phantom --spec raddino:general \
         --spec random:vit_tiny --out raddino/release/sweeps/pooled_probe.json

@@ -1,6 +1,6 @@
 """Teacher-target geometry over a run's checkpoints (`raddino.ssl.target_geometry`): how flat the
 DINO targets are, whether an image's two crops share them, and how alike the crops' class tokens
-are, from the start weights (fresh heads) to the end. Chapter 02 reads the JSON.
+are, from the start weights (fresh heads) to the end. Chapter 12 reads the JSON.
 
     python benchmarks/target_geometry.py --run RUN --checkpoint start \
         --checkpoint RUN/checkpoints/step_00000799 ... --out raddino/release/sweeps/NAME.json

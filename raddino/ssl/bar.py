@@ -2,7 +2,7 @@
 
 One set of 600 phantoms was not enough to call a 0.01-0.03 difference: between two such sets the
 same encoder's macro AUPRC moved by 0.03-0.06, more than the ± over probe seeds on one set
-(chapter 02's checkpoint curve). So the bar is measured on every set of `ReleaseEval.sets`, and
+(chapter 12's checkpoint curve). So the bar is measured on every set of `ReleaseEval.sets`, and
 "clearly beats" asks for a win on each set, compared on the same phantoms (a paired difference).
 """
 
@@ -24,7 +24,7 @@ CLEAR_MARGIN = 0.02
 # The probe set to choose a checkpoint by (probe phantoms of seed 10, segmentation phantoms of
 # seed 11): no bar, sweep or four-set table reads it (they use sets 0-3, seeds 2-6), so choosing on
 # it leaves the bar's sets a test. Why choose at all: along one CPU run the class token's findings
-# fell while lung Dice rose (chapter 02), so the last step is not always the best one.
+# fell while lung Dice rose (chapter 12), so the last step is not always the best one.
 VALIDATION_SET = 8
 
 

@@ -5,7 +5,7 @@ Entropies are fractions of ln K (K prototypes), as `meta_arch.collapse_diagnosti
 Flat targets are not collapse: Sinkhorn-Knopp keeps the batch balanced, the run goes on, but the
 class-token loss then asks little of the backbone. Both shipped releases trained that way (teacher
 entropy 0.74-0.87 of ln K at the end) and their class tokens came out hashing where the patch grid
-cuts the image (chapter 02), so a run that ends so flat is worth a look before it is released.
+cuts the image (chapter 12), so a run that ends so flat is worth a look before it is released.
 """
 
 from __future__ import annotations

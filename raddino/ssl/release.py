@@ -129,7 +129,7 @@ def finding_probes(features_nd: Any, folder: Any, evaluation: ReleaseEval) -> di
 
 
 def class_token_readouts(spec: str, evaluation: ReleaseEval, runs_root: str = "runs") -> dict:
-    """Chapter 02's class-token property row of one encoder and the majority-class row, on the
+    """Chapter 12's class-token property row of one encoder and the majority-class row, on the
     bar's probe phantoms: {"encoder": {property: accuracy}, "majority class": {...}}."""
     from raddino.eval.ablations import global_property_table
     from raddino.eval.tables import probe_phantoms
