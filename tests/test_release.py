@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from raddino.ssl.recipe_tables import recipe_ab_table, sweep_table
 from raddino.ssl.release import (
     ReleaseEval,
     class_token_readouts,
@@ -18,12 +19,7 @@ from raddino.ssl.release import (
     sha256_of,
     training_record,
 )
-from raddino.ssl.release_tables import (
-    SHIFT_COLUMN,
-    recipe_ab_table,
-    release_finding_table,
-    sweep_table,
-)
+from raddino.ssl.release_tables import SHIFT_COLUMN, release_finding_table
 
 TINY_EVAL = ReleaseEval(
     probe_n=48,
@@ -439,7 +435,7 @@ def test_chosen_checkpoint_table_marks_the_step_taken_on_the_validation_curve(tm
 
 
 def test_pooled_probe_table_groups_sets_under_each_feature(tmp_path):
-    from raddino.ssl.release_tables import pooled_probe_table
+    from raddino.ssl.recipe_tables import pooled_probe_table
 
     def result(macro, heart):
         return {"macro_auprc": macro, "finding_auprc": {"cardiomegaly": heart}}
@@ -466,7 +462,7 @@ def test_pooled_probe_table_groups_sets_under_each_feature(tmp_path):
 
 def test_recipe_verdict_table_compares_each_encoder_with_the_manifest_baseline(tmp_path):
     from raddino.ssl.bar import combine_sets
-    from raddino.ssl.release_tables import recipe_verdict_table
+    from raddino.ssl.recipe_tables import recipe_verdict_table
 
     def bar(macro_0, macro_1):
         one = {"macro_auprc": macro_0, "sex_accuracy": 0.6, "lung_dice": 0.6}
@@ -508,7 +504,7 @@ def test_recipe_verdict_table_compares_each_encoder_with_the_manifest_baseline(t
 
 def test_recipe_pair_table_subtracts_variants_across_reports(tmp_path):
     from raddino.ssl.bar import combine_sets
-    from raddino.ssl.release_tables import recipe_pair_table
+    from raddino.ssl.recipe_tables import recipe_pair_table
 
     def bar(macro_0, macro_1, sex=0.6):
         one = {"macro_auprc": macro_0, "sex_accuracy": sex, "lung_dice": 0.6}
@@ -601,7 +597,7 @@ def test_recipe_scoreboard_lists_each_run_once_and_plots_its_verdicts(tmp_path):
     matplotlib.use("Agg")
 
     from raddino.ssl.bar import CLEAR_MARGIN, combine_sets
-    from raddino.ssl.release_tables import recipe_scoreboard
+    from raddino.ssl.recipe_tables import recipe_scoreboard
     from raddino.viz.pretraining import plot_recipe_scoreboard
 
     def bar(macro_0, macro_1):

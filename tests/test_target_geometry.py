@@ -54,7 +54,7 @@ def test_the_benchmark_report_reads_back_as_the_chapter_table(smoke_run, tmp_pat
     import sys
     from pathlib import Path
 
-    from raddino.ssl.release_tables import GEOMETRY_COLUMNS, target_geometry_table
+    from raddino.ssl.recipe_tables import GEOMETRY_COLUMNS, target_geometry_table
 
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "geometry.json"

@@ -157,7 +157,7 @@ def plot_layer_probe(frame: pd.DataFrame, ylabel: str = "macro AUPRC", **subplot
 
 
 def plot_recipe_scoreboard(board: pd.DataFrame, margin: float, **subplot_kw: Any) -> plt.Figure:
-    """A `raddino.ssl.release_tables.recipe_scoreboard` as dots: one panel per bar metric, one
+    """A `raddino.ssl.recipe_tables.recipe_scoreboard` as dots: one panel per bar metric, one
     column per encoder, its difference from the baseline on each probe set, and the ±`margin`
     band a win must clear on every set."""
     metrics = list(dict.fromkeys(board.columns.get_level_values(0)))
