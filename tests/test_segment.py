@@ -267,3 +267,60 @@ def test_feature_cache_skips_the_encoder_on_rerun(seg_folder, tmp_path, monkeypa
     assert torch.equal(first, again) and again.shape == (24, 4, 64, 8, 8)
     with pytest.raises(AssertionError, match="the encoder ran"):  # other settings: a new entry
         cached_patch_grids(encoder, seg_folder, tmp_path, layers=1, size=112, progress=False)
+
+
+@pytest.mark.parametrize(
+    "in_hw, out_hw", [((8, 8), (112, 112)), ((5, 7), (40, 21)), ((16, 9), (8, 9))]
+)
+def test_bilinear_resize_matches_interpolate_values_and_gradients(in_hw, out_hw):
+    from raddino.eval.segment_train import bilinear_resize
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 4, *in_hw, requires_grad=True)
+    weights = torch.randn(3, 4, *out_hw)  # a loss that weighs every output pixel differently
+    reference = torch.nn.functional.interpolate(
+        logits, size=out_hw, mode="bilinear", align_corners=False
+    )
+    (grad_reference,) = torch.autograd.grad((reference * weights).sum(), logits)
+    resized = bilinear_resize(logits, out_hw)
+    (grad,) = torch.autograd.grad((resized * weights).sum(), logits)
+    assert resized.shape == reference.shape
+    torch.testing.assert_close(resized, reference, rtol=0, atol=1e-5)
+    # each input pixel's gradient sums ~200 weighted outputs: compare relative to its size
+    torch.testing.assert_close(grad, grad_reference, rtol=1e-5, atol=1e-5)
+
+
+def _weighted_loss_reference(logits, truth, defined):
+    """BCE + pooled soft Dice over defined (image, structure) pairs, every term weighted."""
+    weight = defined.float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, truth.float(), reduction="none"
+    ).mean((2, 3))
+    loss = (bce * weight).sum() / weight.sum()
+    probs = torch.sigmoid(logits) * weight[:, :, None, None]
+    target = truth.float() * weight[:, :, None, None]
+    dice = (2 * (probs * target).sum((0, 2, 3)) + 1) / (
+        probs.sum((0, 2, 3)) + target.sum((0, 2, 3)) + 1
+    )
+    return loss + (1 - dice).mean()
+
+
+@pytest.mark.parametrize("undefined", [None, (1, 2)])
+def test_segmentation_loss_matches_the_weighted_formula(undefined):
+    """With every pair defined the loss skips the weights (times 1.0): the same value and
+    gradient as the weighted formula, bit for bit; an undefined pair gets no gradient."""
+    from raddino.eval.segment_train import segmentation_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3, 10, 10, requires_grad=True)
+    truth = torch.rand(4, 3, 10, 10) > 0.6
+    defined = torch.ones(4, 3, dtype=torch.bool)
+    if undefined is not None:
+        defined[undefined] = False
+    loss = segmentation_loss(logits, truth, defined)
+    reference = _weighted_loss_reference(logits, truth, defined)
+    (grad,) = torch.autograd.grad(loss, logits)
+    (grad_reference,) = torch.autograd.grad(reference, logits)
+    assert torch.equal(loss, reference) and torch.equal(grad, grad_reference)
+    if undefined is not None:
+        assert grad[undefined].abs().max() == 0 and grad[0, 2].abs().max() > 0
