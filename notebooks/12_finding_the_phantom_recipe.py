@@ -88,12 +88,11 @@ torch.set_num_threads(2)
 # %% [markdown]
 # ## Are the findings in the patch tokens instead?
 #
-# The same probes on other features of each
-# encoder, on both probe sets (`benchmarks/pooled_probe.py`): the class token (the bar's, as
-# RAD-DINO probes); the mean of the patch tokens, and both concatenated (DINOv2's
-# linear-evaluation feature); and the patch tokens average-pooled to a 4 × 4 grid of cells, which
-# keeps *where* in the image, as the raw-pixel baseline does. The first table is macro AUPRC,
-# the second cardiomegaly alone.
+# The same probes on other features of each encoder, on both probe sets
+# (`benchmarks/pooled_probe.py`): the class token (the bar's, as RAD-DINO probes); the mean of the
+# patch tokens, and both concatenated (DINOv2's linear-evaluation feature); and the patch tokens
+# average-pooled to a 4 × 4 grid of cells, which keeps *where* in the image, as the raw-pixel
+# baseline does. The first table is macro AUPRC, the second cardiomegaly alone.
 #
 # The mean of the patch tokens does no better than the class token. The grid of cells reads
 # findings much better, cardiomegaly at 0.56-0.68 against 0.33-0.38 on the class token, but it
@@ -181,16 +180,15 @@ display(properties.style.format("{:.3f}", na_rep="n/a"))
 # %% [markdown]
 # ## Does drawing random borders close the shortcut?
 #
-# Not at the budget we could measure it.
-# Three short CPU runs continued `raddino:phantom` with the ablation profile (400 steps of 32
-# phantoms at 112 px, about 8 minutes each; `benchmarks/cpu_recipe_ab.py`): the recipe as is, and
-# random borders on half and on nine in ten of the crops. Every run's class token still reads the
-# collimation borders at 0.93, as the start did. Macro AUPRC stays within one standard deviation
-# over probe seeds (about 0.02) of the start and of the run without borders. The one difference
-# larger than its noise is sex at 0.65 for borders on nine in ten crops, against 0.59 without
-# (600 probe phantoms: a standard error of 0.02), from one seed. 12,800 images do not unlearn
-# what 256,000 taught, so the fair test retrains the phantom release with borders on the GPU
-# (`benchmarks/gpu_session.py --variant`).
+# Not at the budget we could measure it. Three short CPU runs continued `raddino:phantom` with the
+# ablation profile (400 steps of 32 phantoms at 112 px, about 8 minutes each;
+# `benchmarks/cpu_recipe_ab.py`): the recipe as is, and random borders on half and on nine in ten of
+# the crops. Every run's class token still reads the collimation borders at 0.93, as the start did.
+# Macro AUPRC stays within one standard deviation over probe seeds (about 0.02) of the start and of
+# the run without borders. The one difference larger than its noise is sex at 0.65 for borders on
+# nine in ten crops, against 0.59 without (600 probe phantoms: a standard error of 0.02), from one
+# seed. 12,800 images do not unlearn what 256,000 taught, so the fair test retrains the phantom
+# release with borders on the GPU (`benchmarks/gpu_session.py --variant`).
 
 # %%
 display(
@@ -203,12 +201,11 @@ display(
 # %% [markdown]
 # ## Can the pretraining task be solved on phantoms at all?
 #
-# DINO asks the student to give two
-# crops of one image the same prototype distribution. That teaches something only if two crops
-# of one image are more alike than crops of two different images. The table pairs each
-# phantom's second global crop with its first among up to 200 phantoms: the top-1 rate, for the
-# release recipe's crops, for the same crops without intensity jitter, and for whole-image views
-# with the jitter. Chance is in the last column.
+# DINO asks the student to give two crops of one image the same prototype distribution. That teaches
+# something only if two crops of one image are more alike than crops of two different images. The
+# table pairs each phantom's second global crop with its first among up to 200 phantoms: the top-1
+# rate, for the release recipe's crops, for the same crops without intensity jitter, and for
+# whole-image views with the jitter. Chance is in the last column.
 #
 # With the recipe's crops, even raw pixels barely pair a phantom's crops, and no encoder does
 # better. All phantoms share one anatomical template, so where a crop falls and how large it is
@@ -248,10 +245,10 @@ display(retrieval.style.format("{:.3f}"))
 # %% [markdown]
 # ## Making the task solvable is not enough
 #
-# A sweep on the H200 trained five variants of the
-# phantom recipe for 102,400 images each (8 epochs, continual from `raddino:general`, 40-75 s
-# each) and held each to the same bar, beside the baselines it probed first. All use whole-image
-# global views (90-100 % of the side), so that a crop keeps the heart's size and position:
+# A sweep on the H200 trained five variants of the phantom recipe for 102,400 images each (8 epochs,
+# continual from `raddino:general`, 40-75 s each) and held each to the same bar, beside the
+# baselines it probed first. All use whole-image global views (90-100 % of the side), so that a crop
+# keeps the heart's size and position:
 #
 # * `whole`: no local crops, half the intensity jitter;
 # * `whole_locals`: local crops of 40-70 % of the side as well;
@@ -271,10 +268,10 @@ display(sweep_table(RELEASE_DIR / "sweeps" / "h200_whole_views.json"))
 # %% [markdown]
 # ## Labels get there, given enough of them
 #
-# To tell a weak recipe from a hard task, we
-# fine-tuned `raddino:general` end to end *with* the twelve finding labels (BCE through a linear
-# head on the class token, phantoms disjoint from the probe set, 224 px, AdamW at 1e-4 with
-# warm-up; `benchmarks/supervised_reference.py`) and held the frozen result to the same bar.
+# To tell a weak recipe from a hard task, we fine-tuned `raddino:general` end to end *with* the
+# twelve finding labels (BCE through a linear head on the class token, phantoms disjoint from the
+# probe set, 224 px, AdamW at 1e-4 with warm-up; `benchmarks/supervised_reference.py`) and held the
+# frozen result to the same bar.
 #
 # * 4,000 phantoms for 3 epochs (12,000 labelled images, 10 minutes on 2 cores): the training
 #   loss ended at 0.433, against 0.436 for predicting each finding's prevalence, and the class
@@ -295,17 +292,16 @@ display(sweep_table(RELEASE_DIR / "sweeps" / "h200_whole_views.json"))
 # %% [markdown]
 # ## The trained class tokens hash their input
 #
-# The last measurement explains the others. Move
-# every probe image a few pixels to the right (the left column repeated) and ask how far each
-# encoder's class token moves. Tokens are standardised per dimension, as the linear probes
-# standardise them, and the score is the mean cosine between an image's token and its shifted
-# copy's (`raddino.eval.stability`): 1 is unmoved, and two *different* images score about 0 (the
-# dotted lines). At 224 px, a 4-pixel shift (a quarter of a patch) leaves raw pixels at 0.84 and
-# a random ViT at 0.78; the supervised reference, whose token reads findings at 0.389, keeps
-# 0.54. The general release and v1 fall to about 0.2, nearly as far as if the patient had
-# changed, and climb back at 16 pixels, where the image has moved by exactly one patch and the
-# patch grid lines up again. Their tokens depend on where the patch grid cuts the image, not only
-# on what it shows. The current release, trained without KoLeo and with a sharp teacher (the
+# The last measurement explains the others. Move every probe image a few pixels to the right (the
+# left column repeated) and ask how far each encoder's class token moves. Tokens are standardised
+# per dimension, as the linear probes standardise them, and the score is the mean cosine between an
+# image's token and its shifted copy's (`raddino.eval.stability`): 1 is unmoved, and two *different*
+# images score about 0 (the dotted lines). At 224 px, a 4-pixel shift (a quarter of a patch) leaves
+# raw pixels at 0.84 and a random ViT at 0.78; the supervised reference, whose token reads findings
+# at 0.389, keeps 0.54. The general release and v1 fall to about 0.2, nearly as far as if the
+# patient had changed, and climb back at 16 pixels, where the image has moved by exactly one patch
+# and the patch grid lines up again. Their tokens depend on where the patch grid cuts the image, not
+# only on what it shows. The current release, trained without KoLeo and with a sharp teacher (the
 # next sections), keeps 0.90 at 4 pixels, steadier than random init.
 #
 # A token that a quarter-patch shift scrambles cannot carry findings to a linear probe, and the
@@ -325,13 +321,12 @@ figure = plot_shift_stability(stability)
 # %% [markdown]
 # ## Taking KoLeo away steadies the token
 #
-# If KoLeo's spreading is what scrambles the class token,
-# a run without it should give a steadier one. Short CPU runs continued `raddino:phantom` with
-# the ablation profile, as the random-borders runs above did (400 steps of 32 phantoms at 112 px;
-# `benchmarks/cpu_recipe_ab.py`): without KoLeo; without KoLeo and with a sharper teacher
-# (temperature 0.01 instead of 0.03); the sharper teacher alone; and the first two changes together
-# for 800 and for 3,200 steps (102,400 images, 77 minutes on 2 cores). The column before the
-# overrides is the 4-px shift score of the plot above.
+# If KoLeo's spreading is what scrambles the class token, a run without it should give a steadier
+# one. Short CPU runs continued `raddino:phantom` with the ablation profile, as the random-borders
+# runs above did (400 steps of 32 phantoms at 112 px; `benchmarks/cpu_recipe_ab.py`): without KoLeo;
+# without KoLeo and with a sharper teacher (temperature 0.01 instead of 0.03); the sharper teacher
+# alone; and the first two changes together for 800 and for 3,200 steps (102,400 images, 77 minutes
+# on 2 cores). The column before the overrides is the 4-px shift score of the plot above.
 #
 # Without KoLeo the token steadies (0.215 at the start, 0.348 after 400 steps, 0.470 after 800,
 # 0.586 after 3,200: as steady as the supervised reference's 0.543), and the global properties
@@ -352,15 +347,14 @@ display(
 # %% [markdown]
 # ## What the DINO head does with the steadier token
 #
-# The targets stay flat without KoLeo too
-# (teacher entropy about 0.8 of ln K through the 3,200 steps), so the next question is what the
-# teacher's targets look like. `raddino.ssl.target_geometry` opens a checkpoint's teacher on its
-# own training batches (8 batches of 32, both global crops) and measures its softmax at the run's
-# temperature: how many prototypes share a target (the exponential of its entropy), the cosine
-# between an image's bottleneck vector and its best prototype, how much an image's two crops
-# share their targets and their backbone class tokens, and the same for two different images
-# (`benchmarks/target_geometry.py`; the trainer now logs the crop overlap every step as
-# `target_crop_overlap`).
+# The targets stay flat without KoLeo too (teacher entropy about 0.8 of ln K through the 3,200
+# steps), so the next question is what the teacher's targets look like.
+# `raddino.ssl.target_geometry` opens a checkpoint's teacher on its own training batches (8 batches
+# of 32, both global crops) and measures its softmax at the run's temperature: how many prototypes
+# share a target (the exponential of its entropy), the cosine between an image's bottleneck vector
+# and its best prototype, how much an image's two crops share their targets and their backbone class
+# tokens, and the same for two different images (`benchmarks/target_geometry.py`; the trainer now
+# logs the crop overlap every step as `target_crop_overlap`).
 #
 # At the start (the release's backbone, fresh heads) the targets are sharp, about 2.5 of 256
 # prototypes, but an image's two crops share almost none of them (overlap 0.06): the release's
@@ -387,23 +381,21 @@ display(
 # %% [markdown]
 # ## One probe set is not enough to call a winner
 #
-# The same 3,200-step run, probed every 800
-# steps (`benchmarks/checkpoint_curve.py`) on the bar's probe phantoms and on a second, equally
-# large set of other phantoms (evaluation seed 1, a validation set: nothing here was chosen on
-# it). On the bar's phantoms, macro AUPRC peaks after 800 steps at 0.262 ±0.008, which would
-# have been the first encoder of ours clearly above random init (0.215 ±0.008) on findings. On
-# the second set that peak is not there: 0.203 after 800 steps, 0.206 at the start and at the
-# end, random init 0.213. Sex accuracy moves the other way: on the bar's phantoms it ends at
-# 0.643 against random init's 0.633, on the second set at 0.670 against 0.570. The ± in the
-# tables is the spread over probe seeds on one set of phantoms; the spread between sets of 600
-# phantoms is larger (here 0.03-0.06 for macro AUPRC and sex). What holds on both sets: without
-# KoLeo lung Dice rises well above random init (0.668 and 0.699 against 0.434 and 0.466), the
-# token steadies, and macro AUPRC over findings does not move. A claim that an encoder "clearly
-# beats" another should hold on more than one set of probe phantoms, and picking a checkpoint by
-# the bar's own numbers would be picking on the test set. This is why the bar of chapter 02
-# now measures every release on both sets and asks for a win on each. Under that rule
-# v1, like every run of this section, clearly beats random init on lung
-# Dice only.
+# The same 3,200-step run, probed every 800 steps (`benchmarks/checkpoint_curve.py`) on the bar's
+# probe phantoms and on a second, equally large set of other phantoms (evaluation seed 1, a
+# validation set: nothing here was chosen on it). On the bar's phantoms, macro AUPRC peaks after 800
+# steps at 0.262 ±0.008, which would have been the first encoder of ours clearly above random init
+# (0.215 ±0.008) on findings. On the second set that peak is not there: 0.203 after 800 steps, 0.206
+# at the start and at the end, random init 0.213. Sex accuracy moves the other way: on the bar's
+# phantoms it ends at 0.643 against random init's 0.633, on the second set at 0.670 against 0.570.
+# The ± in the tables is the spread over probe seeds on one set of phantoms; the spread between sets
+# of 600 phantoms is larger (here 0.03-0.06 for macro AUPRC and sex). What holds on both sets:
+# without KoLeo lung Dice rises well above random init (0.668 and 0.699 against 0.434 and 0.466),
+# the token steadies, and macro AUPRC over findings does not move. A claim that an encoder "clearly
+# beats" another should hold on more than one set of probe phantoms, and picking a checkpoint by the
+# bar's own numbers would be picking on the test set. This is why the bar of chapter 02 now measures
+# every release on both sets and asks for a win on each. Under that rule v1, like every run of this
+# section, clearly beats random init on lung Dice only.
 
 # %%
 curves = RELEASE_DIR / "sweeps" / "cpu_no_koleo_curve.json"
@@ -419,13 +411,12 @@ display(
 # %% [markdown]
 # ## Whole views without KoLeo: the first clear win on sex, none on findings
 #
-# Two changes had
-# each done something: whole-image global views keep where things are (the H200 sweep above),
-# and taking KoLeo away steadies the token. They had not been tried together. One more CPU run
-# continued `raddino:phantom` for 800 steps with the ablation profile (112 px, 32 phantoms a
-# step), with global views of 90-100 % of the side, no local crops, no KoLeo and the sharper
-# teacher (0.01; 15.5 minutes of steps). It is held to the two-set bar beside the 800-step
-# no-KoLeo run with the release's crops, and compared with random init on the same phantoms.
+# Two changes had each done something: whole-image global views keep where things are (the H200
+# sweep above), and taking KoLeo away steadies the token. They had not been tried together. One more
+# CPU run continued `raddino:phantom` for 800 steps with the ablation profile (112 px, 32 phantoms a
+# step), with global views of 90-100 % of the side, no local crops, no KoLeo and the sharper teacher
+# (0.01; 15.5 minutes of steps). It is held to the two-set bar beside the 800-step no-KoLeo run with
+# the release's crops, and compared with random init on the same phantoms.
 #
 # It is the first encoder of ours that clearly beats random init on sex, on both sets (+0.037
 # and +0.073). Its targets are sharper (teacher entropy 0.45 of ln K over the last quarter of
@@ -452,12 +443,11 @@ display(recipe_verdict_table(whole_ab).style.format(precision=3))
 # %% [markdown]
 # ## Frontal views only, as RAD-DINO trained: no difference the bar can see
 #
-# For its runs up to
-# 546,000 images RAD-DINO kept only frontal scans (AP and PA), because its test sets are frontal and
-# that gave the largest gains. Our phantom release samples PA, AP and lateral phantoms, and the
-# probes are frontal. Two more CPU runs repeat the first two 800-step runs above without laterals
-# (20 and 15 minutes of steps): same start, seed and steps, and the 512 phantoms in memory are all
-# frontal instead of about two thirds of them.
+# For its runs up to 546,000 images RAD-DINO kept only frontal scans (AP and PA), because its test
+# sets are frontal and that gave the largest gains. Our phantom release samples PA, AP and lateral
+# phantoms, and the probes are frontal. Two more CPU runs repeat the first two 800-step runs above
+# without laterals (20 and 15 minutes of steps): same start, seed and steps, and the 512 phantoms in
+# memory are all frontal instead of about two thirds of them.
 #
 # Against random init, the frontal run with the release's crops clearly beats it on sex (+0.053 and
 # +0.063) as well as on lung Dice, and findings stay within noise (+0.032 and +0.002). Against its
@@ -497,14 +487,14 @@ display(
 # %% [markdown]
 # ## Every recipe run on one page
 #
-# All twelve CPU runs of this chapter, each minus random init
-# on the same phantoms, set by set (the first eight were measured on the second set afterwards,
-# `cpu_earlier_arms_two_sets.json`, with their weights unchanged; a triangle marks a clear win).
-# Lung Dice: every run clears random init, by 0.13-0.23. Sex: three runs clear it, all with
-# KoLeo off. Every run is ahead on set 1 (+0.02 to +0.10), while set 0 ranges from -0.045 to
-# +0.053. Findings: no run clears it. Every run is ahead on set 0 (+0.008 to +0.038) and none on
-# set 1 (-0.014 to +0.005), so whatever differs between the two sets moves all the runs
-# together, and a dozen runs on the same two sets are not a dozen independent tries.
+# All twelve CPU runs of this chapter, each minus random init on the same phantoms, set by set (the
+# first eight were measured on the second set afterwards, `cpu_earlier_arms_two_sets.json`, with
+# their weights unchanged; a triangle marks a clear win). Lung Dice: every run clears random init,
+# by 0.13-0.23. Sex: three runs clear it, all with KoLeo off. Every run is ahead on set 1 (+0.02 to
+# +0.10), while set 0 ranges from -0.045 to +0.053. Findings: no run clears it. Every run is ahead
+# on set 0 (+0.008 to +0.038) and none on set 1 (-0.014 to +0.005), so whatever differs between the
+# two sets moves all the runs together, and a dozen runs on the same two sets are not a dozen
+# independent tries.
 
 # %%
 board = recipe_scoreboard(
@@ -520,19 +510,19 @@ figure = plot_recipe_scoreboard(board, margin=CLEAR_MARGIN)
 # %% [markdown]
 # ## Is there a finding gain too small for the bar to see?
 #
-# The class-token finding probes alone
-# (the cheap part of the bar) on four probe sets instead of two, with random init averaged over
-# three draws of its weights on each set (`benchmarks/finding_sets.py`). The draws barely differ
-# (standard deviation 0.002-0.005), so the baseline's luck is not what moves the verdicts; the probe
-# phantoms are. The supervised reference, a positive control, is ahead on every set by 0.15-0.18: an
-# effect of that size the probes see at once. The self-supervised encoders come nowhere near it. The
-# shipped phantom release is ahead by 0.001 on average over the four sets, the general release by
-# 0.009. The best CPU run, frontal views without KoLeo, is ahead on all four sets, by 0.002-0.033
-# and 0.018 on average (+0.008 and +0.028 on sets 2 and 3, which chose nothing); the all-views run
-# of the same recipe is ahead on three, by 0.011 on average. So a finding gain of one or two
-# hundredths of AUPRC may be there for the KoLeo-free runs. It is smaller than the bar's margin,
-# smaller than the spread between probe sets, and a tenth of what labels give. This is not the clear
-# win the bar asks for, and we do not claim one.
+# The class-token finding probes alone (the cheap part of the bar) on four probe sets instead of
+# two, with random init averaged over three draws of its weights on each set
+# (`benchmarks/finding_sets.py`). The draws barely differ (standard deviation 0.002-0.005), so the
+# baseline's luck is not what moves the verdicts; the probe phantoms are. The supervised reference,
+# a positive control, is ahead on every set by 0.15-0.18: an effect of that size the probes see at
+# once. The self-supervised encoders come nowhere near it. The shipped phantom release is ahead by
+# 0.001 on average over the four sets, the general release by 0.009. The best CPU run, frontal views
+# without KoLeo, is ahead on all four sets, by 0.002-0.033 and 0.018 on average (+0.008 and +0.028
+# on sets 2 and 3, which chose nothing); the all-views run of the same recipe is ahead on three, by
+# 0.011 on average. So a finding gain of one or two hundredths of AUPRC may be there for the
+# KoLeo-free runs. It is smaller than the bar's margin, smaller than the spread between probe sets,
+# and a tenth of what labels give. This is not the clear win the bar asks for, and we do not claim
+# one.
 
 # %%
 display(
@@ -544,13 +534,12 @@ display(
 # %% [markdown]
 # ## Does a class token see a finding when nothing else changes?
 #
-# The probes above ask a hard
-# question: 600 phantoms whose subjects, views and exposures all differ, twelve findings, 360
-# training images. A finding's trace in a class token then competes with everything else the
-# token holds, and the answer is a few hundredths of AUPRC either way. Phantoms allow a cleaner
-# experiment than X-rays do. We render the same 200 frontal phantoms (100 subjects) twice: once
-# without any finding, and once with exactly one finding, same subject, pose, exposure and noise
-# (`raddino.eval.counterfactual`; the generator draws the same random numbers whatever the
+# The probes above ask a hard question: 600 phantoms whose subjects, views and exposures all differ,
+# twelve findings, 360 training images. A finding's trace in a class token then competes with
+# everything else the token holds, and the answer is a few hundredths of AUPRC either way. Phantoms
+# allow a cleaner experiment than X-rays do. We render the same 200 frontal phantoms (100 subjects)
+# twice: once without any finding, and once with exactly one finding, same subject, pose, exposure
+# and noise (`raddino.eval.counterfactual`; the generator draws the same random numbers whatever the
 # finding probabilities). Then the bar's probe, fitted on the pairs of four fifths of the subjects,
 # scores the held-out fifth. Two read-outs per finding (`benchmarks/finding_counterfactuals.py`):
 #
@@ -586,23 +575,23 @@ display(counterfactual_frame(counterfactuals, "paired", "cls").style.format("{:.
 # %% [markdown]
 # ## Which part of the recipe blinds the class token?
 #
-# Four 400-step CPU runs continue the general
-# release on phantoms (the book's ablation profile: 112-px crops, 32 images a step, 512 phantoms in
-# memory, 12,800 images in all) and differ in one thing at a time. With the release's recipe as it
-# is, the six-finding AUROC falls from the general release's 0.648 to 0.605, exactly where the
-# shipped phantom release sits, so the short run reproduces what the GPU run did. Without KoLeo and
-# with a sharper teacher (temperature 0.01 instead of 0.03) the same run goes *up* instead, to
-# 0.667, and its paired read-out stays at random init's level (0.94, against 0.82 with the recipe as
-# it is). Without the intensity jitter as well: 0.676. Whole-image global views without local crops:
-# 0.644. The mean patch token barely notices the recipe (0.66-0.68 for all four). The two changes go
-# together. KoLeo off at the release's temperature 0.03 is not a run at all: without KoLeo the class
-# tokens of a batch draw together (their spread fell from 0.83 to 0.39 in 40 steps), the teacher's
-# softmax at 0.03 turns flat (entropy 0.70 of ln K at the start, 0.93 by step 40, 0.99 by step 127),
-# and the collapse check stopped it at step 127 (the `no_koleo` row below). The sharper temperature
-# is what keeps the targets informative once KoLeo is gone. It fits the earlier CPU runs, where
-# every sex win came from a run without KoLeo: KoLeo pushes the class tokens of a batch apart, and
-# on phantoms the easiest way apart is what differs most between images (collimation, exposure, body
-# size), not a finding.
+# Four 400-step CPU runs continue the general release on phantoms (the book's ablation profile:
+# 112-px crops, 32 images a step, 512 phantoms in memory, 12,800 images in all) and differ in one
+# thing at a time. With the release's recipe as it is, the six-finding AUROC falls from the general
+# release's 0.648 to 0.605, exactly where the shipped phantom release sits, so the short run
+# reproduces what the GPU run did. Without KoLeo and with a sharper teacher (temperature 0.01
+# instead of 0.03) the same run goes *up* instead, to 0.667, and its paired read-out stays at random
+# init's level (0.94, against 0.82 with the recipe as it is). Without the intensity jitter as well:
+# 0.676. Whole-image global views without local crops: 0.644. The mean patch token barely notices
+# the recipe (0.66-0.68 for all four). The two changes go together. KoLeo off at the release's
+# temperature 0.03 is not a run at all: without KoLeo the class tokens of a batch draw together
+# (their spread fell from 0.83 to 0.39 in 40 steps), the teacher's softmax at 0.03 turns flat
+# (entropy 0.70 of ln K at the start, 0.93 by step 40, 0.99 by step 127), and the collapse check
+# stopped it at step 127 (the `no_koleo` row below). The sharper temperature is what keeps the
+# targets informative once KoLeo is gone. It fits the earlier CPU runs, where every sex win came
+# from a run without KoLeo: KoLeo pushes the class tokens of a batch apart, and on phantoms the
+# easiest way apart is what differs most between images (collimation, exposure, body size), not a
+# finding.
 #
 # ### And on the bar?
 #
@@ -690,20 +679,19 @@ display(candidate_verdict.rename(index=lambda label: label.removeprefix("raddino
 # %% [markdown]
 # ## From the general release at the release's resolution
 #
-# The last try on CPU takes the recipe
-# that cleared findings from the general release and trains at 224 px instead of 112, the size
-# the bar's probes and the releases use: 400 steps of 32 phantoms (12,800 images, 38 minutes),
-# a checkpoint every 100, chosen on the validation set as above. Findings are the best of the
-# chapter: +0.031 and +0.026 over random init, and +0.022 and +0.031 over the general release it
-# started from, so the finding gain clears the margin against both baselines on both sets.
-# Sex clears random init on set 1 only (-0.003, +0.048). Lung Dice falls short: on the validation
-# set it stays exactly at the general release's level along the whole run (0.559-0.560, so every
-# step's worst margin is about zero and the choice is a coin toss), and on the bar's sets it is
-# 0.020 and 0.039 *below* the general release. Training at 224 px stopped the fall in Dice that
-# the 112-px runs showed on the validation set, but 12,800 images add nothing to the patch
-# tokens that the general release did not already have. So on CPU the bar's three parts are met
-# by different runs and never by one: Dice by runs from the phantom release, findings by runs
-# from the general release, sex by a few runs on one set at a time. The release that meets all
+# The last try on CPU takes the recipe that cleared findings from the general release and trains at
+# 224 px instead of 112, the size the bar's probes and the releases use: 400 steps of 32 phantoms
+# (12,800 images, 38 minutes), a checkpoint every 100, chosen on the validation set as above.
+# Findings are the best of the chapter: +0.031 and +0.026 over random init, and +0.022 and +0.031
+# over the general release it started from, so the finding gain clears the margin against both
+# baselines on both sets. Sex clears random init on set 1 only (-0.003, +0.048). Lung Dice falls
+# short: on the validation set it stays exactly at the general release's level along the whole run
+# (0.559-0.560, so every step's worst margin is about zero and the choice is a coin toss), and on
+# the bar's sets it is 0.020 and 0.039 *below* the general release. Training at 224 px stopped the
+# fall in Dice that the 112-px runs showed on the validation set, but 12,800 images add nothing to
+# the patch tokens that the general release did not already have. So on CPU the bar's three parts
+# are met by different runs and never by one: Dice by runs from the phantom release, findings by
+# runs from the general release, sex by a few runs on one set at a time. The release that meets all
 # three needs the GPU session's budget (`benchmarks/gpu_session.py`).
 
 # %%
