@@ -458,6 +458,9 @@ def test_pooled_probe_table_groups_sets_under_each_feature(tmp_path):
     assert hearts.loc["raddino:phantom", ("cls", "set 1")] == 0.38
     with pytest.raises(KeyError, match="set 0 has no AUPRC for 'nodule'"):
         pooled_probe_table(path, finding="nodule")
+    renamed = pooled_probe_table(path, labels={"raddino:phantom": "phantom v1"})
+    assert list(renamed.index) == ["phantom v1"]
+    assert renamed.loc["phantom v1", ("cls", "set 0")] == 0.23
 
 
 def test_recipe_verdict_table_compares_each_encoder_with_the_manifest_baseline(tmp_path):

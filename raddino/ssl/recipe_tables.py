@@ -118,9 +118,12 @@ def target_geometry_table(path: str | os.PathLike):
     return table
 
 
-def pooled_probe_table(path: str | os.PathLike, finding: str | None = None):
+def pooled_probe_table(
+    path: str | os.PathLike, finding: str | None = None, labels: dict[str, str] | None = None
+):
     """Macro AUPRC (or one finding's AUPRC) of each encoder (rows) probed on each feature of a
-    `benchmarks/pooled_probe.py` report, per probe set (columns: feature, set)."""
+    `benchmarks/pooled_probe.py` report, per probe set (columns: feature, set). `labels` renames
+    rows (e.g. a spec whose weights have since been replaced: "raddino:phantom" -> "v1")."""
     import pandas as pd
 
     report = json.loads(Path(path).read_text())
@@ -131,7 +134,7 @@ def pooled_probe_table(path: str | os.PathLike, finding: str | None = None):
             for seed, features in sets.items():
                 where = f"{path}: {spec} on set {seed}"
                 row[(feature, f"set {seed}")] = auprc_of(features[feature], finding, where)
-        rows[spec] = row
+        rows[(labels or {}).get(spec, spec)] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns, names=["feature", "probe set"])
     return table
