@@ -56,7 +56,7 @@ from raddino.data.dataset_folder import DatasetFolder
 from raddino.eval.counterfactual import counterfactual_frame
 from raddino.models.weights import RELEASE_DIR, release_names
 from raddino.pipeline import phantom_folder
-from raddino.ssl.bar import CLEAR_MARGIN
+from raddino.ssl.bar import CLEAR_MARGIN, VALIDATION_SET
 from raddino.ssl.config import load_config
 from raddino.ssl.release import read_release_manifest
 from raddino.ssl.release_tables import (
@@ -300,9 +300,9 @@ if shipped:
 # %%
 if "phantom" in shipped and "released_checkpoint" in read_release_manifest("phantom"):
     display(
-        checkpoint_curve_table(RELEASE_DIR / "sweeps" / "nj_2000_choice.json", seed=8).style.format(
-            precision=3, na_rep=""
-        )
+        checkpoint_curve_table(
+            RELEASE_DIR / "sweeps" / "nj_2000_choice.json", seed=VALIDATION_SET
+        ).style.format(precision=3, na_rep="")
     )
     display(chosen_checkpoint_table("phantom").style.format(precision=3, na_rep=""))
 

@@ -59,7 +59,7 @@ from raddino.eval.counterfactual import counterfactual_frame
 from raddino.eval.stability import shift_stability_table
 from raddino.eval.tables import encoders_to_compare, probe_phantoms
 from raddino.models.weights import RELEASE_DIR
-from raddino.ssl.bar import CLEAR_MARGIN
+from raddino.ssl.bar import CLEAR_MARGIN, VALIDATION_SET
 from raddino.ssl.config import load_config
 from raddino.ssl.recipe_tables import (
     pooled_probe_table,
@@ -687,7 +687,9 @@ display(
 
 # %%
 candidates = RELEASE_DIR / "sweeps" / "candidates"
-choice_curve = checkpoint_curve_table(candidates / "phantom_nks_nj_800_choice.json", seed=8)
+choice_curve = checkpoint_curve_table(
+    candidates / "phantom_nks_nj_800_choice.json", seed=VALIDATION_SET
+)
 display(choice_curve.style.format(precision=3, na_rep=""))
 candidate_verdict = release_verdict_table(["phantom_nj_s200"], candidates)
 display(candidate_verdict.rename(index=lambda label: label.removeprefix("raddino:"), level=0))
@@ -712,9 +714,9 @@ display(candidate_verdict.rename(index=lambda label: label.removeprefix("raddino
 
 # %%
 display(
-    checkpoint_curve_table(candidates / "general_nj_224_choice.json", seed=8).style.format(
-        precision=3, na_rep=""
-    )
+    checkpoint_curve_table(
+        candidates / "general_nj_224_choice.json", seed=VALIDATION_SET
+    ).style.format(precision=3, na_rep="")
 )
 candidate_verdict = release_verdict_table(["general_nj224_s400"], candidates)
 display(candidate_verdict.rename(index=lambda label: label.removeprefix("raddino:"), level=0))

@@ -78,11 +78,15 @@ def segmentation_loss(
 
 
 @functools.lru_cache(maxsize=32)
-def _bilinear_matrix(size_in: int, size_out: int) -> torch.Tensor:
+def _bilinear_matrix(
+    size_in: int, size_out: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """(size_out, size_in) weights of 1-D bilinear resizing (align_corners=False), read off
-    `F.interpolate` applied to the identity, so that they are torch's own."""
+    `F.interpolate` applied to the identity, so that they are torch's own; cached per device and
+    dtype, so a training step copies nothing to its device."""
     eye = torch.eye(size_in)[None, None]  # (1, 1, size_in, size_in): resize the rows only
-    return F.interpolate(eye, size=(size_out, size_in), mode="bilinear", align_corners=False)[0, 0]
+    weights = F.interpolate(eye, size=(size_out, size_in), mode="bilinear", align_corners=False)
+    return weights[0, 0].to(device, dtype)
 
 
 def bilinear_resize(images_nchw: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
@@ -92,9 +96,9 @@ def bilinear_resize(images_nchw: torch.Tensor, out_hw: tuple[int, int]) -> torch
     rounding, ~1e-7); written by hand because on CPU the matrix form's forward and backward take
     under half the time of upsample_bilinear2d's, which dominated training a linear head.
     """
-    (height, width), dtype, device = images_nchw.shape[-2:], images_nchw.dtype, images_nchw.device
-    rows = _bilinear_matrix(int(height), int(out_hw[0])).to(device, dtype)
-    columns = _bilinear_matrix(int(width), int(out_hw[1])).to(device, dtype)
+    (height, width), on = images_nchw.shape[-2:], (images_nchw.device, images_nchw.dtype)
+    rows = _bilinear_matrix(int(height), int(out_hw[0]), *on)
+    columns = _bilinear_matrix(int(width), int(out_hw[1]), *on)
     return rows @ images_nchw @ columns.T
 
 
