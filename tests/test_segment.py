@@ -188,6 +188,34 @@ def test_few_shot_curve(seg_folder, seg_inputs):
         few_shot_curve("linear", grids[:, -1:], data, rows, [999], config)
 
 
+def test_segment_encoders_scores_each_encoder_on_one_split(seg_folder, tmp_path):
+    from raddino.eval.ablations import segment_encoders
+
+    rows = split_rows(seg_folder)
+    config = HeadTrainConfig(epochs=2, batch_size=4)
+    encoders = {"a": WEIGHTS, "b": "random:vit_tiny", "a again": WEIGHTS}
+    results = segment_encoders(
+        encoders, seg_folder, STRUCTURES, rows, config, size=112, runs_root=str(tmp_path)
+    )
+    assert list(results) == list(encoders)
+    assert len(list((tmp_path / "patch_grids").glob("*.json"))) == 2  # one entry per encoder
+    # the same encoder and head seed on the same split: the same test Dice, image by image
+    np.testing.assert_array_equal(
+        results["a"]["dice_per_image"], results["a again"]["dice_per_image"]
+    )
+    assert not np.array_equal(results["a"]["dice_per_image"], results["b"]["dice_per_image"])
+    # and what fit_and_score gives on the same inputs, at the encoder's own input side
+    encoder = load_patch_encoder(WEIGHTS)
+    data = load_segmentation_set(
+        seg_folder, STRUCTURES, encoder.preprocessing_at(112), 112, progress=False
+    )
+    grids = extract_patch_grids(
+        encoder, seg_folder.read_image, len(seg_folder), layers=1, size=112, progress=False
+    )
+    direct = fit_and_score("linear", grids, data, rows, config, progress=False)
+    np.testing.assert_allclose(results["a"]["dice_per_image"], direct["dice_per_image"])
+
+
 def test_cli_writes_metrics_and_figure(seg_folder, tmp_path):
     out, figure = tmp_path / "seg.json", tmp_path / "seg.png"
     code = main(
@@ -290,12 +318,39 @@ def test_bilinear_resize_matches_interpolate_values_and_gradients(in_hw, out_hw)
     torch.testing.assert_close(grad, grad_reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("scale", [1.0, 8.0])
+def test_bce_with_logits_matches_torch_and_float64(scale):
+    """Our elementwise BCE (torch's CPU log_sigmoid is slow) against torch's, in float32 and in
+    float64, including logits where exp(-|x|) underflows or 1 + exp(-|x|) rounds to 1."""
+    from raddino.eval.segment_train import binary_cross_entropy_with_logits
+
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3, 16, 16) * scale
+    logits[0, 0, 0, :8] = torch.tensor([-200.0, -100.0, -17.0, -1e-8, 0.0, 1e-8, 17.0, 200.0])
+    truth = (torch.rand_like(logits) > 0.6).float()
+    truth[1, 1] = 0.3  # soft targets follow the same formula
+    logits.requires_grad_(True)
+    ours = binary_cross_entropy_with_logits(logits, truth)
+    torchs = torch.nn.functional.binary_cross_entropy_with_logits(logits, truth, reduction="none")
+    exact = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits.double(), truth.double(), reduction="none"
+    )
+    torch.testing.assert_close(ours, torchs, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours.double(), exact, rtol=1e-6, atol=1e-6)
+    weights = torch.randn_like(logits)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), logits)
+    (grad_torch,) = torch.autograd.grad((torchs * weights).sum(), logits)
+    torch.testing.assert_close(grad, grad_torch, rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="differ"):
+        binary_cross_entropy_with_logits(logits, truth[:, :2])
+
+
 def _weighted_loss_reference(logits, truth, defined):
     """BCE + pooled soft Dice over defined (image, structure) pairs, every term weighted."""
+    from raddino.eval.segment_train import binary_cross_entropy_with_logits
+
     weight = defined.float()
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, truth.float(), reduction="none"
-    ).mean((2, 3))
+    bce = binary_cross_entropy_with_logits(logits, truth.float()).mean((2, 3))
     loss = (bce * weight).sum() / weight.sum()
     probs = torch.sigmoid(logits) * weight[:, :, None, None]
     target = truth.float() * weight[:, :, None, None]

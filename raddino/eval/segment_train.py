@@ -48,6 +48,38 @@ class HeadTrainConfig:
         return asdict(self)
 
 
+class _BinaryCrossEntropyWithLogits(torch.autograd.Function):
+    """Elementwise sigmoid BCE, `F.binary_cross_entropy_with_logits(reduction="none")` to float
+    rounding. Written by hand because torch's CPU `log_sigmoid` and `log1p` are not vectorised
+    (measured: ~6 ms per 1.2 M floats, against 0.6 ms for `log`), and at full mask resolution
+    they took 40 % of training a linear head; this forward uses `log` and no temporaries beyond
+    three, the backward is torch's own formula, sigmoid(x) - t."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        # softplus(x) - x t, softplus(x) = max(x, 0) + log1p(u) with u = exp(-|x|) in (0, 1];
+        # log1p(u) = log(1 + u) - ((1 + u) - 1 - u) / (1 + u) corrects the rounding of 1 + u.
+        u = logits.abs().neg_().exp_()
+        one_plus_u = u + 1
+        correction = (one_plus_u - 1).sub_(u).div_(one_plus_u)
+        loss = one_plus_u.log_().sub_(correction)
+        loss.addcmul_(logits, truth, value=-1).add_(torch.clamp_min(logits, 0, out=correction))
+        ctx.save_for_backward(logits, truth)
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, truth = ctx.saved_tensors
+        return torch.sigmoid(logits).sub_(truth).mul_(grad), None
+
+
+def binary_cross_entropy_with_logits(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Elementwise BCE of float `truth` in [0, 1] (same shape as `logits`), no reduction."""
+    if logits.shape != truth.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and truth {tuple(truth.shape)} differ")
+    return _BinaryCrossEntropyWithLogits.apply(logits, truth.to(logits.dtype))
+
+
 def segmentation_loss(
     logits_nshw: torch.Tensor,
     truth_nshw: torch.Tensor,
@@ -61,7 +93,7 @@ def segmentation_loss(
     truth = truth_nshw.float()
     weight_ns = defined_ns.float()
     count = weight_ns.sum().clamp_min(1.0)
-    bce_ns = F.binary_cross_entropy_with_logits(logits_nshw, truth, reduction="none").mean((2, 3))
+    bce_ns = binary_cross_entropy_with_logits(logits_nshw, truth).mean((2, 3))
     loss = (bce_ns * weight_ns).sum() / count
     if dice_loss_weight > 0:
         probs = torch.sigmoid(logits_nshw)
