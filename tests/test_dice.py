@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from raddino.eval.dice import dice_per_image, format_mean_std, mean_std, summarize_dice
+from raddino.eval.dice import (
+    dice_per_image,
+    format_mean_std,
+    mean_std,
+    paired_difference,
+    summarize_dice,
+)
 
 
 def _masks(*arrays):
@@ -64,6 +70,28 @@ def test_groups_average_members_per_image_then_over_images():
     assert summary["lungs"]["mean"] == pytest.approx(0.625)
     assert summary["lungs"]["std"] == pytest.approx(0.125)
     assert "lung_zones" not in summary  # no member present
+
+
+def test_paired_difference_pairs_images_and_bootstraps_the_mean():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, size=(60, 2))
+    shifted = base + 0.1 + rng.normal(0, 0.01, size=base.shape)
+    shifted[0, 0] = np.nan  # undefined for one image: that image leaves only left_lung's pairs
+    result = paired_difference(shifted, base, ["left_lung", "right_lung"], n_resamples=500)
+    assert result["left_lung"]["n"] == 59 and result["lungs"]["n"] == 59
+    for stats in result.values():
+        # the per-image spread of base (std ~0.17) cancels in the pairing: a tight interval
+        assert stats["low"] < stats["mean"] < stats["high"]
+        assert stats["mean"] == pytest.approx(0.1, abs=0.005)
+        assert stats["high"] - stats["low"] < 0.01
+    # an unpaired reading of the same numbers could not tell: the spread swamps 0.1
+    assert np.nanstd(base[:, 0]) > 0.1
+    same = paired_difference(base, base, ["left_lung", "right_lung"])
+    assert same["lungs"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 60}
+    empty = paired_difference(np.full((3, 1), np.nan), np.zeros((3, 1)), ["heart"])
+    assert empty["heart"]["n"] == 0 and np.isnan(empty["heart"]["mean"])
+    with pytest.raises(ValueError, match="2 structures"):
+        paired_difference(np.zeros((3, 2)), np.zeros((4, 2)), ["left_lung", "right_lung"])
 
 
 def test_mean_std_and_format():

@@ -227,6 +227,18 @@ def test_segmentation_beside_paper_formats_ours_then_paper_rows():
         segmentation_beside_paper(segmentation_frame({("enc", "linear"): summary}))
 
 
+def test_segmentation_beside_paper_keeps_only_the_named_paper_rows_in_their_order():
+    _, summary = _dice_summary(1)
+    summary["lung_zones"] = {"mean": 0.5, "std": 0.25, "n": 4}
+    frame = segmentation_frame({("enc", "linear"): summary})
+    named = ["RAD-DINO + Linear", "RAD-DINO (no MIM) + Linear"]
+    table = segmentation_beside_paper(frame, paper_rows=named)
+    assert list(table.index) == ["enc + linear (phantoms)", *[f"{r} (paper)" for r in named]]
+    assert table.loc["RAD-DINO (no MIM) + Linear (paper)", "Chest tubes"] == "78.5 (39.6)"
+    with pytest.raises(ValueError, match="no row"):
+        segmentation_beside_paper(frame, paper_rows=["RAD-DINO + SegFormer"])
+
+
 def test_attention_frame_keeps_absent_findings():
     scores = {
         "mean_share": 0.2,

@@ -1,10 +1,11 @@
-"""What the ablation chapters (03 resolution, 04 initialisation, 05 data size) measure: linear-probe
-AUPRC of several frozen encoders on the shared held-out probe phantoms, per finding and per
-finding scale (large findings change many pixels; small or thin ones change a few)."""
+"""What the ablation chapters (03 resolution, 04 initialisation, 05 data size, 13 masked image
+modelling) measure: linear-probe AUPRC of several frozen encoders on the shared held-out probe
+phantoms, per finding and per finding scale (large findings change many pixels; small or thin
+ones change a few), and Dice of frozen segmentation heads."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -61,6 +62,35 @@ def probe_encoders(
             progress=False,
         )
     return probe_frame(results)
+
+
+def segment_encoders(
+    encoders: Mapping[str, str],
+    folder: Any,
+    structures: Sequence[str],
+    rows: Mapping[str, Any],
+    config: Any,
+    *,
+    head: str = "linear",
+    size: int,
+    runs_root: str = "runs",
+) -> dict[str, dict[str, Any]]:
+    """One frozen `head` per encoder on a segmentation folder, all on the same split and masks:
+    {name: `fit_and_score` result}; patch grids come from the chapter-07 cache when there."""
+    from raddino.eval.patch_grids import load_patch_encoder
+    from raddino.eval.segment import fit_and_score, load_segmentation_set, segmentation_inputs
+
+    results = {}
+    for name, spec in encoders.items():
+        encoder = load_patch_encoder(spec, config.device)
+        data = load_segmentation_set(
+            folder, structures, encoder.preprocessing_at(size), size, progress=False
+        )
+        inputs = segmentation_inputs(
+            head, encoder, folder, data, size, cache_dir=f"{runs_root}/patch_grids", progress=False
+        )
+        results[name] = fit_and_score(head, inputs, data, dict(rows), config, progress=False)
+    return results
 
 
 def by_finding_scale(frame: pd.DataFrame) -> pd.DataFrame:

@@ -287,10 +287,13 @@ def _dice_text(mean: float, std: float) -> str:
 
 
 def segmentation_beside_paper(
-    frame: pd.DataFrame, extra: Sequence[str] = ("heart",)
+    frame: pd.DataFrame,
+    extra: Sequence[str] = ("heart",),
+    paper_rows: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Rows '<encoder> + <head> (phantoms)' then the paper's Table 6 rows, columns the paper's
-    (plus `extra` structures it does not report), cells 'mean (std)' Dice in percent."""
+    """Rows '<encoder> + <head> (phantoms)' then the paper's Table 6 rows (all, or `paper_rows`
+    in that order), columns the paper's (plus `extra` structures it does not report), cells
+    'mean (std)' Dice in percent."""
     from raddino.paper import paper_table
 
     names = {**PAPER_SEGMENTATION_COLUMNS, **{s: s.replace("_", " ").capitalize() for s in extra}}
@@ -307,7 +310,14 @@ def segmentation_beside_paper(
     wide = ours.pivot(index="row", columns="column", values="cell")
     wide = wide.loc[list(dict.fromkeys(ours["row"]))]
     paper = paper_table("6")
-    paper = paper[paper["kind"] == "model"].assign(
+    paper = paper[paper["kind"] == "model"]
+    if paper_rows is not None:
+        missing = sorted(set(paper_rows) - set(paper["row"]))
+        if missing:
+            raise ValueError(f"Table 6 has no row(s) {missing}; it has {sorted(set(paper['row']))}")
+        paper = paper[paper["row"].isin(paper_rows)]
+        paper = paper.iloc[paper["row"].map(list(paper_rows).index).argsort(kind="stable")]
+    paper = paper.assign(
         row=lambda f: f["row"] + " (paper)",
         cell=lambda f: [
             _dice_text(m / 100, s / 100) for m, s in zip(f["value"], f["std"], strict=True)
