@@ -37,6 +37,12 @@ def test_a_finished_run_is_reused_not_retrained(tmp_path):
     ibot = curves[(curves["metric"] == "ibot")]
     assert set(ibot["run"]) == {"mim"}, "a run without iBOT logs no iBOT loss"
     assert len(curves[curves["metric"] == "total"]) == 4
+    from raddino.viz.pretraining import plot_training_curves
+
+    figure = plot_training_curves(curves, ("total", "ibot", "koleo", "lr", "absent"), columns=3)
+    panels = [ax for ax in figure.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["total", "ibot", "koleo", "lr"]  # 2 rows of 3
+    assert len(figure.axes) == 6 and [len(ax.lines) for ax in panels] == [2, 1, 2, 2]
 
 
 def test_init_fingerprint_follows_the_file_content(tmp_path):

@@ -54,17 +54,23 @@ def plot_training_curves(
     metrics: Sequence[str] = ("total", "dino_global", "ibot", "koleo", "teacher_entropy"),
     *,
     smooth: int = 5,
+    columns: int | None = None,
     **subplot_kw: Any,
 ) -> plt.Figure:
-    """Small multiples of a long (run, step, metric, value) frame, one panel per metric, one line
-    per run; a centred rolling mean of `smooth` steps (1 = raw) keeps noisy losses readable."""
+    """Small multiples of a long (run, step, metric, value) frame, one panel per metric (`columns`
+    per row, default all in one), one line per run; a centred rolling mean of `smooth` steps
+    (1 = raw) keeps noisy losses readable."""
     metrics = [m for m in metrics if m in set(curves["metric"])]
     if not metrics:
         raise ValueError(f"none of the metrics are in the curves: {sorted(set(curves['metric']))}")
+    columns = min(columns or len(metrics), len(metrics))
+    rows = -(-len(metrics) // columns)
     fig, axes = plt.subplots(
-        1, len(metrics), figsize=subplot_kw.pop("figsize", (3.2 * len(metrics), 2.8)), squeeze=False
+        rows, columns, figsize=subplot_kw.pop("figsize", (3.2 * columns, 2.8 * rows)), squeeze=False
     )
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.flat, metrics, strict=False):
         for run, group in curves[curves["metric"] == metric].groupby("run", sort=False):
             values = group.sort_values("step")
             smoothed = values["value"].rolling(smooth, center=True, min_periods=1).mean()
