@@ -28,8 +28,8 @@
 # profile's baselines, raw pixels averaged to a grid (`pixels:S`) and an **untrained** ViT
 # (`random:<arch>`), beside the release checkpoints the repository ships (`raddino:general`, the
 # stand-in for natural-image DINOv2, and `raddino:phantom`, continual on phantoms, chapter 02). The
-# paper's MIM ablation (RAD-DINO with and without masked image modelling) also needs two release
-# checkpoints trained with and without the iBOT loss, so it is not run here.
+# paper's MIM ablation (Table 6's linear rows with and without masked image modelling) is
+# chapter 13: two short runs that differ only in the iBOT loss, with these linear heads.
 #
 # What phantoms can tell: whether patch features keep enough spatial detail to draw an organ's
 # outline, on images where every outline is exact. What they cannot tell: how an encoder does on
