@@ -68,6 +68,7 @@ from raddino.eval.segment import DEFAULT_STRUCTURES, split_rows
 from raddino.eval.segment_train import HeadTrainConfig
 from raddino.eval.tables import probe_phantoms, segmentation_beside_paper, segmentation_frame
 from raddino.pipeline import phantom_folder
+from raddino.ssl.config import load_config
 from raddino.ssl.short_runs import available_init, pretrain_stage, training_curves
 from raddino.viz.pretraining import plot_training_curves
 
@@ -109,8 +110,12 @@ data_dir = phantom_folder(
 folder = DatasetFolder.open(data_dir)
 structures = [s for s in DEFAULT_STRUCTURES if s in folder.structures]
 rows = split_rows(folder, seed)
+# the start's weights; a checkout without the release starts from random init, whose untrained
+# stand-in here is a ViT of the runs' architecture (other random weights than the runs' start)
+arch = load_config(ablation_profile, base)["model"]["arch"]
+start = f"start ({init})"
 encoders = {
-    "start (general)": init,
+    start: f"random:{arch}" if init == "random" else init,
     "continual, without MIM": str(no_mim_dir / "teacher_backbone.safetensors"),
     "continual, with MIM": str(with_mim_dir / "teacher_backbone.safetensors"),
 }
@@ -142,8 +147,8 @@ print(f"test phantoms: {len(rows['test'])}; Dice %, mean (std) over them")
 shown = ["lungs", "lung_zones", "heart", "ribs", "chest_tube", "pneumothorax"]
 pairs = {
     "with MIM − without": ("continual, with MIM", "continual, without MIM"),
-    "with MIM − start": ("continual, with MIM", "start (general)"),
-    "without MIM − start": ("continual, without MIM", "start (general)"),
+    "with MIM − start": ("continual, with MIM", start),
+    "without MIM − start": ("continual, without MIM", start),
 }
 differences = pd.DataFrame(
     [
