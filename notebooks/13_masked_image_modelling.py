@@ -57,19 +57,24 @@ probe_c = 0.1
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 import torch
 from IPython.display import display
 
 from raddino.data.dataset_folder import DatasetFolder
 from raddino.eval.ablations import by_finding_scale, probe_encoders, segment_encoders
-from raddino.eval.dice import paired_difference
 from raddino.eval.segment import DEFAULT_STRUCTURES, split_rows
 from raddino.eval.segment_train import HeadTrainConfig
-from raddino.eval.tables import probe_phantoms, segmentation_beside_paper, segmentation_frame
+from raddino.eval.tables import (
+    interval_text,
+    paired_dice_frame,
+    probe_phantoms,
+    segmentation_beside_paper,
+    segmentation_frame,
+)
 from raddino.pipeline import phantom_folder
 from raddino.ssl.config import load_config
 from raddino.ssl.short_runs import available_init, pretrain_stage, training_curves
+from raddino.viz.plots import paired_difference_bars
 from raddino.viz.pretraining import plot_training_curves
 
 torch.set_num_threads(2)
@@ -150,38 +155,22 @@ pairs = {
     "with MIM − start": ("continual, with MIM", start),
     "without MIM − start": ("continual, without MIM", start),
 }
-differences = pd.DataFrame(
-    [
-        {"pair": pair, "structure": name, **{k: 100 * v for k, v in stats.items() if k != "n"}}
-        for pair, (a, b) in pairs.items()
-        for name, stats in paired_difference(
-            outputs[a]["dice_per_image"], outputs[b]["dice_per_image"], structures, seed=seed
-        ).items()
-        if name in shown
-    ]
-)
+per_image = {name: out["dice_per_image"] for name, out in outputs.items()}
+differences = paired_dice_frame(per_image, pairs, structures, shown, seed=seed)
 fig, ax = plt.subplots(figsize=(9, 3.4))
-width = 0.8 / len(pairs)
-for k, (pair, group) in enumerate(differences.groupby("pair", sort=False)):
-    group = group.set_index("structure").loc[shown]
-    x = [i + (k - (len(pairs) - 1) / 2) * width for i in range(len(shown))]
-    errors = [group["mean"] - group["low"], group["high"] - group["mean"]]
-    ax.bar(x, group["mean"], width, yerr=errors, capsize=2, label=pair)
-ax.axhline(0, color="black", lw=0.8)
-ax.set_xticks(range(len(shown)), [s.replace("_", " ") for s in shown])
-ax.set_ylabel("Δ Dice, points (95 % interval)")
-ax.legend(fontsize=8)
+paired_difference_bars(ax, differences)
 fig.tight_layout()
-display(differences.set_index(["pair", "structure"]).round(1))
+display(interval_text(differences))
 
 # %% [markdown]
 # How to read the bars. Eighteen intervals at 95 % leave room for about one to exclude zero by
 # chance alone, so a single bar clear of zero is weak evidence; a pattern is what would count:
 # MIM ahead of no MIM on every structure, as in the paper's table. With the `cpu` profile's
 # short runs (60 steps of 32 phantoms), both runs stay within about a Dice point of their start
-# on every structure: the EMA teacher, which is what gets evaluated, has moved little from the
-# general checkpoint (momentum 0.99: after 60 steps its weights are still about half the start's).
-# That is a statement about the budget, not about MIM.
+# on every structure. The EMA teacher, which is what gets evaluated, has moved little from the
+# general checkpoint: its momentum starts at 0.99 and rises, so after 60 steps the start still
+# makes up more than half of its weights (0.99^60 = 0.55). That is a statement about the
+# budget, not about MIM.
 
 # %% [markdown]
 # ## The class token, for contrast

@@ -13,10 +13,12 @@ from raddino.eval.tables import (
     attention_frame,
     correspondence_frame,
     encoders_to_compare,
+    interval_text,
     mean_std_text,
     metadata_beside_paper,
     metadata_frame,
     metadata_per_variable,
+    paired_dice_frame,
     probe_beside_paper,
     probe_frame,
     segmentation_beside_paper,
@@ -237,6 +239,36 @@ def test_segmentation_beside_paper_keeps_only_the_named_paper_rows_in_their_orde
     assert table.loc["RAD-DINO (no MIM) + Linear (paper)", "Chest tubes"] == "78.5 (39.6)"
     with pytest.raises(ValueError, match="no row"):
         segmentation_beside_paper(frame, paper_rows=["RAD-DINO + SegFormer"])
+
+
+def test_paired_dice_frame_and_its_interval_text():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raddino.viz.plots import paired_difference_bars
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.7, size=(40, 3))
+    per_image = {"a": base + 0.05, "b": base, "c": base - 0.02}
+    structures = ["left_lung", "right_lung", "heart"]
+    pairs = {"a − b": ("a", "b"), "c − b": ("c", "b")}
+    frame = paired_dice_frame(per_image, pairs, structures, shown=["lungs", "heart"])
+    assert list(frame["pair"]) == ["a − b", "a − b", "c − b", "c − b"]
+    assert list(frame["structure"]) == ["lungs", "heart"] * 2
+    np.testing.assert_allclose(frame["mean"], [5.0, 5.0, -2.0, -2.0])  # in Dice points
+    assert (frame["n"] == 40).all()
+    text = interval_text(frame)
+    assert list(text.index) == ["a − b", "c − b"] and list(text.columns) == ["lungs", "heart"]
+    assert text.loc["c − b", "heart"] == "-2.0 [-2.0, -2.0]"  # no spread: a point interval
+    fig, ax = plt.subplots()
+    paired_difference_bars(ax, frame)
+    assert len(ax.patches) == 4 and [t.get_text() for t in ax.get_xticklabels()] == [
+        "lungs",
+        "heart",
+    ]
+    plt.close(fig)
 
 
 def test_attention_frame_keeps_absent_findings():

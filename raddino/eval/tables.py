@@ -329,6 +329,42 @@ def segmentation_beside_paper(
     return table.fillna("–").rename_axis(index=None, columns=None)
 
 
+def paired_dice_frame(
+    dice_per_image: Mapping[str, np.ndarray],
+    pairs: Mapping[str, tuple[str, str]],
+    structures: Sequence[str],
+    shown: Sequence[str] | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Long frame (pair, structure, mean, low, high, n) of `paired_difference` in Dice points:
+    `pairs` maps a label to (A, B) keys of `dice_per_image`, (images, S) arrays on one test set."""
+    from raddino.eval.dice import paired_difference
+
+    rows = []
+    for label, (a, b) in pairs.items():
+        differences = paired_difference(dice_per_image[a], dice_per_image[b], structures, seed=seed)
+        for structure in shown or list(differences):
+            stats = differences[structure]
+            rows.append(
+                {"pair": label, "structure": structure, "n": stats["n"]}
+                | {k: 100 * stats[k] for k in ("mean", "low", "high")}
+            )
+    return pd.DataFrame(rows, columns=["pair", "structure", "mean", "low", "high", "n"])
+
+
+def interval_text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Pairs x structures of '+1.6 [+0.2, +3.3]' cells from a `paired_dice_frame`, in its order."""
+    text = frame.assign(
+        cell=[
+            f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
+            for m, lo, hi in zip(frame["mean"], frame["low"], frame["high"], strict=True)
+        ]
+    )
+    wide = text.pivot(index="pair", columns="structure", values="cell")
+    wide = wide.loc[list(dict.fromkeys(text["pair"])), list(dict.fromkeys(text["structure"]))]
+    return wide.rename_axis(index=None, columns=None)
+
+
 # ------------------------------------------------------------------------------ attention
 def attention_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     """Per encoder and finding, from `attention_on_findings`: the share of class-token attention

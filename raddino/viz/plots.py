@@ -7,6 +7,7 @@ Each function draws only; data and numbers come from the library. Functions retu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -143,3 +144,20 @@ def side_by_side_distribution(
     ax.set_xticks(x, list(classes), fontsize=8)
     ax.set_ylabel("share of images")
     ax.legend(fontsize=7)
+
+
+def paired_difference_bars(ax, frame: Any, ylabel: str = "Δ Dice, points (95 % interval)") -> None:
+    """Grouped bars of a `raddino.eval.tables.paired_dice_frame` (one group per structure, one bar
+    per pair, in the frame's order) with each interval as an error bar, and the zero line."""
+    pairs = list(dict.fromkeys(frame["pair"]))
+    structures = list(dict.fromkeys(frame["structure"]))
+    width = 0.8 / len(pairs)
+    for k, pair in enumerate(pairs):
+        group = frame[frame["pair"] == pair].set_index("structure").loc[structures]
+        x = np.arange(len(structures)) + (k - (len(pairs) - 1) / 2) * width
+        errors = [group["mean"] - group["low"], group["high"] - group["mean"]]
+        ax.bar(x, group["mean"], width, yerr=errors, capsize=2, label=pair)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(range(len(structures)), [s.replace("_", " ") for s in structures])
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
