@@ -63,7 +63,12 @@ from raddino.eval.tables import probe_phantoms
 from raddino.models.weights import release_names
 from raddino.paper import load_paper_results
 from raddino.ssl.config import load_config
-from raddino.ssl.short_runs import available_init, pretrain_stage, resolution_overrides
+from raddino.ssl.short_runs import (
+    available_init,
+    pretrain_stage,
+    resolution_overrides,
+    short_run_overrides,
+)
 
 torch.set_num_threads(2)
 folder = probe_phantoms(probe_n, probe_size, seed, runs_root)
@@ -129,11 +134,7 @@ display(
 # %%
 init, note = available_init(ablation_init)
 print(note)
-base = {
-    "model.init": init,
-    "train.epoch_length": ablation_epoch_length,
-    "train.batch_size_per_device": ablation_batch,
-}
+base = short_run_overrides(init, ablation_epoch_length, ablation_batch)
 crops = load_config(ablation_profile, base)["crops"]
 runs = {
     resolution: pretrain_stage(

@@ -56,7 +56,7 @@ from raddino.eval.ablations import probe_encoders
 from raddino.eval.tables import probe_phantoms, wide_mean_std
 from raddino.models.weights import release_names
 from raddino.paper import paper_table
-from raddino.ssl.short_runs import available_init, pretrain_stage
+from raddino.ssl.short_runs import available_init, pretrain_stage, short_run_overrides
 
 torch.set_num_threads(2)
 folder = probe_phantoms(probe_n, probe_size, seed, runs_root)
@@ -72,9 +72,10 @@ print(f"{len(folder)} held-out frontal phantoms; {note}")
 # token, and such a baseline would measure nothing. The heads start fresh in both runs.
 
 # %%
-base = {"train.epoch_length": ablation_epoch_length, "train.batch_size_per_device": ablation_batch}
-continual_dir = pretrain_stage(ablation_profile, {**base, "model.init": init}, runs_root=runs_root)
-random_dir = pretrain_stage(ablation_profile, {**base, "model.init": "random"}, runs_root=runs_root)
+continual = short_run_overrides(init, ablation_epoch_length, ablation_batch)
+from_random = short_run_overrides("random", ablation_epoch_length, ablation_batch)
+continual_dir = pretrain_stage(ablation_profile, continual, runs_root=runs_root)
+random_dir = pretrain_stage(ablation_profile, from_random, runs_root=runs_root)
 
 encoders = {"untrained ViT (random init)": "random:vit_tiny"}
 if "general" in release_names():

@@ -57,17 +57,18 @@ from raddino.eval.ablations import by_finding_scale, probe_encoders
 from raddino.eval.tables import probe_phantoms
 from raddino.paper import paper_table
 from raddino.ssl.config import load_config
-from raddino.ssl.short_runs import available_init, distinct_images, pretrain_stage
+from raddino.ssl.short_runs import (
+    available_init,
+    distinct_images,
+    pretrain_stage,
+    short_run_overrides,
+)
 
 torch.set_num_threads(2)
 folder = probe_phantoms(probe_n, probe_size, seed, runs_root)
 init, note = available_init(ablation_init)
 print(f"{len(folder)} held-out frontal phantoms; {note}")
-base = {
-    "model.init": init,
-    "train.epoch_length": ablation_epoch_length,
-    "train.batch_size_per_device": ablation_batch,
-}
+base = short_run_overrides(init, ablation_epoch_length, ablation_batch)
 
 
 def probe_runs(runs: dict[str, dict]) -> pd.DataFrame:

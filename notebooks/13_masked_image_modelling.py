@@ -73,7 +73,12 @@ from raddino.eval.tables import (
 )
 from raddino.pipeline import phantom_folder
 from raddino.ssl.config import load_config
-from raddino.ssl.short_runs import available_init, pretrain_stage, training_curves
+from raddino.ssl.short_runs import (
+    available_init,
+    pretrain_stage,
+    short_run_overrides,
+    training_curves,
+)
 from raddino.viz.plots import paired_difference_bars
 from raddino.viz.pretraining import plot_training_curves
 
@@ -89,11 +94,7 @@ print(note)
 # absent and the DINO terms are all that trains the backbone.
 
 # %%
-base = {
-    "model.init": init,
-    "train.epoch_length": ablation_epoch_length,
-    "train.batch_size_per_device": ablation_batch,
-}
+base = short_run_overrides(init, ablation_epoch_length, ablation_batch)
 with_mim_dir = pretrain_stage(ablation_profile, base, runs_root=runs_root)
 no_mim_dir = pretrain_stage(ablation_profile, {**base, "ibot.enabled": False}, runs_root=runs_root)
 curves = training_curves({"with MIM": with_mim_dir, "without MIM": no_mim_dir})

@@ -14,6 +14,7 @@ from raddino.ssl.short_runs import (
     distinct_images,
     init_fingerprint,
     pretrain_stage,
+    short_run_overrides,
     training_curves,
 )
 
@@ -52,6 +53,12 @@ def test_init_fingerprint_follows_the_file_content(tmp_path):
     weights.write_bytes(b"two")
     assert first.startswith("sha256:") and init_fingerprint(str(weights)) != first
     assert init_fingerprint("random") == "random"
+
+
+def test_short_run_overrides_are_valid_keys_of_the_ablation_profile():
+    config = load_config("ablation", short_run_overrides("random", 3, 4))
+    assert config["model"]["init"] == "random"
+    assert (config["train"]["epoch_length"], config["train"]["batch_size_per_device"]) == (3, 4)
 
 
 def test_distinct_images_is_the_stream_or_the_cap():

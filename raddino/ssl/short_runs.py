@@ -27,6 +27,16 @@ def init_fingerprint(init: str) -> str:
     return f"sha256:{sha256_of(path)}" if path.is_file() else init
 
 
+def short_run_overrides(init: str, epoch_length: int, batch: int) -> dict[str, Any]:
+    """The `--set` keys the ablation chapters' short runs share: start weights, steps per epoch
+    and images per step; each chapter adds the one key it varies."""
+    return {
+        "model.init": init,
+        "train.epoch_length": epoch_length,
+        "train.batch_size_per_device": batch,
+    }
+
+
 def pretrain_stage(
     profile: str,
     overrides: Mapping[str, Any] | None = None,
