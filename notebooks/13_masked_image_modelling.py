@@ -62,7 +62,7 @@ from IPython.display import display
 
 from raddino.data.dataset_folder import DatasetFolder
 from raddino.eval.ablations import by_finding_scale, probe_encoders, segment_encoders
-from raddino.eval.segment import DEFAULT_STRUCTURES, split_rows
+from raddino.eval.segment import DEFAULT_STRUCTURES
 from raddino.eval.segment_train import HeadTrainConfig
 from raddino.eval.tables import (
     interval_text,
@@ -115,7 +115,6 @@ data_dir = phantom_folder(
 )
 folder = DatasetFolder.open(data_dir)
 structures = [s for s in DEFAULT_STRUCTURES if s in folder.structures]
-rows = split_rows(folder, seed)
 # the start's weights; a checkout without the release starts from random init, whose untrained
 # stand-in here is a ViT of the runs' architecture (other random weights than the runs' start)
 arch = load_config(ablation_profile, base)["model"]["arch"]
@@ -127,12 +126,18 @@ encoders = {
 }
 config = HeadTrainConfig(epochs=segmentation_epochs, seed=seed, device=device)
 outputs = segment_encoders(
-    encoders, folder, structures, rows, config, size=segmentation_size, runs_root=runs_root
+    encoders,
+    folder,
+    structures,
+    config,
+    size=segmentation_size,
+    split_seed=seed,
+    runs_root=runs_root,
 )
 frame = segmentation_frame({(name, "linear"): out["dice"] for name, out in outputs.items()})
 paper_rows = ["RAD-DINO (no MIM) + Linear", "RAD-DINO + Linear"]
 display(segmentation_beside_paper(frame, paper_rows=paper_rows))
-print(f"test phantoms: {len(rows['test'])}; Dice %, mean (std) over them")
+print(f"test phantoms: {len(outputs[start]['rows']['test'])}; Dice %, mean (std) over them")
 
 # %% [markdown]
 # Read the phantom rows against each other, not against the paper's: the paper's encoders are

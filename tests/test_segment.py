@@ -195,9 +195,11 @@ def test_segment_encoders_scores_each_encoder_on_one_split(seg_folder, tmp_path)
     config = HeadTrainConfig(epochs=2, batch_size=4)
     encoders = {"a": WEIGHTS, "b": "random:vit_tiny", "a again": WEIGHTS}
     results = segment_encoders(
-        encoders, seg_folder, STRUCTURES, rows, config, size=112, runs_root=str(tmp_path)
+        encoders, seg_folder, STRUCTURES, config, size=112, runs_root=str(tmp_path)
     )
     assert list(results) == list(encoders)
+    for result in results.values():
+        np.testing.assert_array_equal(result["rows"]["test"], rows["test"])
     assert len(list((tmp_path / "patch_grids").glob("*.json"))) == 2  # one entry per encoder
     # the same encoder and head seed on the same split: the same test Dice, image by image
     np.testing.assert_array_equal(

@@ -68,28 +68,35 @@ def segment_encoders(
     encoders: Mapping[str, str],
     folder: Any,
     structures: Sequence[str],
-    rows: Mapping[str, Any],
     config: Any,
     *,
     head: str = "linear",
     size: int,
+    split_seed: int = 0,
     runs_root: str = "runs",
 ) -> dict[str, dict[str, Any]]:
-    """One frozen `head` per encoder on a segmentation folder, all on the same split and masks:
-    {name: `fit_and_score` result}; patch grids come from the chapter-07 cache when there."""
-    from raddino.eval.patch_grids import load_patch_encoder
-    from raddino.eval.segment import fit_and_score, load_segmentation_set, segmentation_inputs
+    """`run_segmentation` of one frozen `head` per encoder on a dataset folder, all on the same
+    subject split and masks at `size`: {name: {"dice", "dice_per_image" (n_test, S), "rows"}};
+    patch grids come from the chapter-07 cache when there."""
+    from raddino.eval.segment import run_segmentation
 
     results = {}
     for name, spec in encoders.items():
-        encoder = load_patch_encoder(spec, config.device)
-        data = load_segmentation_set(
-            folder, structures, encoder.preprocessing_at(size), size, progress=False
+        metrics, extras = run_segmentation(
+            str(folder.root),
+            spec,
+            head,
+            structures=structures,
+            size=size,
+            mask_size=size,
+            config=config,
+            split_seed=split_seed,
+            cache_dir=f"{runs_root}/patch_grids",
+            progress=False,
         )
-        inputs = segmentation_inputs(
-            head, encoder, folder, data, size, cache_dir=f"{runs_root}/patch_grids", progress=False
-        )
-        results[name] = fit_and_score(head, inputs, data, dict(rows), config, progress=False)
+        results[name] = {"dice": metrics["dice"]} | {
+            k: extras[k] for k in ("dice_per_image", "rows")
+        }
     return results
 
 

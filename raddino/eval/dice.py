@@ -83,19 +83,31 @@ def summarize_dice(
     member are left out), then mean and std are taken over images, as the paper's "Lungs" column.
     """
     dice_ns = np.asarray(dice_ns, dtype=np.float64)
-    structures = list(structures)
     if dice_ns.ndim != 2 or dice_ns.shape[1] != len(structures):
         raise ValueError(
             f"dice array shape {dice_ns.shape} does not match {len(structures)} structures"
         )
-    summary = {name: mean_std(dice_ns[:, k]) for k, name in enumerate(structures)}
+    return {
+        name: mean_std(_per_image(dice_ns, columns))
+        for name, columns in _columns(structures, groups).items()
+    }
+
+
+def _columns(
+    structures: Sequence[str], groups: Mapping[str, Sequence[str]]
+) -> dict[str, list[int]]:
+    """Columns of each structure, then of each group whose members are all present."""
+    structures = list(structures)
+    columns = {name: [k] for k, name in enumerate(structures)}
     for group, members in groups.items():
-        if not set(members) <= set(structures):
-            continue
-        columns = [structures.index(m) for m in members]
-        per_image = dice_ns[:, columns].mean(axis=1)  # NaN if any member undefined
-        summary[group] = mean_std(per_image)
-    return summary
+        if set(members) <= set(structures):
+            columns[group] = [structures.index(m) for m in members]
+    return columns
+
+
+def _per_image(dice_ns: np.ndarray, columns: Sequence[int]) -> np.ndarray:
+    """(N,) Dice of one structure, or a group's member mean (NaN if any member is undefined)."""
+    return dice_ns[:, columns].mean(axis=1)
 
 
 def format_mean_std(stats: Mapping[str, float | int], scale: float = 100.0) -> str:
@@ -122,19 +134,14 @@ def paired_difference(
     from scipy.stats import bootstrap
 
     dice_a_ns, dice_b_ns = (np.asarray(d, dtype=np.float64) for d in (dice_a_ns, dice_b_ns))
-    structures = list(structures)
     if dice_a_ns.shape != dice_b_ns.shape or dice_a_ns.shape[1:] != (len(structures),):
         raise ValueError(
             f"dice arrays {dice_a_ns.shape} and {dice_b_ns.shape} must both be "
             f"(images, {len(structures)} structures)"
         )
-    columns = {name: [k] for k, name in enumerate(structures)}
-    for group, members in groups.items():
-        if set(members) <= set(structures):
-            columns[group] = [structures.index(m) for m in members]
     result = {}
-    for name, cols in columns.items():
-        difference = dice_a_ns[:, cols].mean(axis=1) - dice_b_ns[:, cols].mean(axis=1)
+    for name, columns in _columns(structures, groups).items():
+        difference = _per_image(dice_a_ns, columns) - _per_image(dice_b_ns, columns)
         difference = difference[np.isfinite(difference)]
         if difference.size == 0:
             nan = float("nan")

@@ -333,5 +333,11 @@ def run_segmentation(
             channels=channels,
             unet_encoder=unet_encoder,
         )
-    extras = {"data": data, "rows": rows, "predicted": result["predicted"], "head": result["head"]}
+    extras = {
+        "data": data,
+        "rows": rows,
+        "predicted": result["predicted"],
+        "dice_per_image": result["dice_per_image"],
+        "head": result["head"],
+    }
     return metrics, extras

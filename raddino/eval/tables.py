@@ -311,12 +311,10 @@ def segmentation_beside_paper(
     wide = wide.loc[list(dict.fromkeys(ours["row"]))]
     paper = paper_table("6")
     paper = paper[paper["kind"] == "model"]
-    if paper_rows is not None:
-        missing = sorted(set(paper_rows) - set(paper["row"]))
-        if missing:
-            raise ValueError(f"Table 6 has no row(s) {missing}; it has {sorted(set(paper['row']))}")
-        paper = paper[paper["row"].isin(paper_rows)]
-        paper = paper.iloc[paper["row"].map(list(paper_rows).index).argsort(kind="stable")]
+    order = list(dict.fromkeys(paper["row"])) if paper_rows is None else list(paper_rows)
+    missing = sorted(set(order) - set(paper["row"]))
+    if missing:
+        raise ValueError(f"Table 6 has no row(s) {missing}; it has {sorted(set(paper['row']))}")
     paper = paper.assign(
         row=lambda f: f["row"] + " (paper)",
         cell=lambda f: [
@@ -324,7 +322,7 @@ def segmentation_beside_paper(
         ],
     )
     paper_wide = paper.pivot(index="row", columns="column", values="cell")
-    paper_wide = paper_wide.loc[list(dict.fromkeys(paper["row"]))]
+    paper_wide = paper_wide.loc[[f"{row} (paper)" for row in order]]
     table = pd.concat([wide, paper_wide]).reindex(columns=list(names.values()))
     return table.fillna("–").rename_axis(index=None, columns=None)
 
