@@ -12,8 +12,11 @@ from raddino.eval.probe import ProbeConfig, run_probes
 from raddino.eval.tables import (
     attention_frame,
     correspondence_frame,
+    drawn_labels,
     encoders_to_compare,
     interval_text,
+    lateral_beside_paper,
+    lateral_probe_phantoms,
     mean_std_text,
     metadata_beside_paper,
     metadata_frame,
@@ -21,8 +24,11 @@ from raddino.eval.tables import (
     paired_dice_frame,
     probe_beside_paper,
     probe_frame,
+    probe_phantoms,
+    probe_table,
     segmentation_beside_paper,
     segmentation_frame,
+    shared_findings_mean,
     wide_mean_std,
 )
 
@@ -101,6 +107,134 @@ def test_probe_beside_paper_puts_each_finding_next_to_its_paper_column():
     assert beside.loc["lung_opacity", "RAD-DINO (paper)"] == "47.5"
     assert beside.loc["lung_opacity", "a (phantoms)"] == "–"  # not probed: no number invented
     assert "macro" not in beside.index
+
+
+def _lateral_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "encoder": ["a", "a", "a", "b", "b"],
+            "finding": ["pleural_effusion", "cardiomegaly", "macro", "pleural_effusion", "macro"],
+            "auprc_mean": [0.8, 0.6, 0.7, 0.4, 0.4],
+            "auprc_std": [0.05, 0.02, 0.01, 0.1, 0.1],
+            "chance": [0.2, 0.25, np.nan, 0.2, np.nan],
+            "seeds": [5, 5, 5, 5, 5],
+        }
+    )
+
+
+def test_lateral_beside_paper_takes_ours_from_the_frame_and_the_paper_from_table_a1():
+    from raddino.paper import paper_table
+
+    beside = lateral_beside_paper(_lateral_frame())
+    assert list(beside.index) == [
+        "Vertebral Deg. Changes",
+        "Pleural Effusion",
+        "Costophrenic Angle Blunting",
+    ]  # the paper's Agg is not beside our macro (different findings)
+    assert list(beside.columns) == [
+        "phantom finding",
+        "a (phantoms)",
+        "b (phantoms)",
+        "chance (phantoms)",
+        "RAD-DINO (paper)",
+        "best other (paper)",
+    ]
+    effusion = beside.loc["Pleural Effusion"]
+    assert effusion["phantom finding"] == "pleural_effusion"
+    assert (effusion["a (phantoms)"], effusion["b (phantoms)"]) == ("80.0 ± 5.0", "40.0 ± 10.0")
+    assert effusion["chance (phantoms)"] == "20.0"
+    assert effusion["RAD-DINO (paper)"] == "94.5 ± 0.9"  # 94.53 ± 0.95 in results.yaml
+    assert effusion["best other (paper)"] == "96.5 ± 1.0 (MRM)"  # MRM beats RAD-DINO here
+    paper = paper_table("A.1", wide=True)
+    assert paper.loc["RAD-DINO", "Pleural Effusion"] == 94.53
+    for column in ("Vertebral Deg. Changes", "Costophrenic Angle Blunting"):
+        row = beside.loc[column]  # no phantom finding: no number of ours, the paper's kept
+        assert row["a (phantoms)"] == row["b (phantoms)"] == row["chance (phantoms)"] == "–"
+        assert row["RAD-DINO (paper)"].startswith(f"{paper.loc['RAD-DINO', column]:.1f} ± ")
+    assert beside.loc["Vertebral Deg. Changes", "RAD-DINO (paper)"] == "80.3 ± 1.3"
+    assert beside.loc["Costophrenic Angle Blunting", "RAD-DINO (paper)"] == "83.6 ± 2.6"
+    assert beside.loc["Costophrenic Angle Blunting", "best other (paper)"] == "83.1 ± 2.9 (MRM)"
+    assert (
+        "part of pleural_effusion" in beside.loc["Costophrenic Angle Blunting", "phantom finding"]
+    )
+
+
+def test_probe_table_orders_findings_by_label_names_and_adds_chance():
+    table = probe_table(_lateral_frame(), ["cardiomegaly", "nodule", "pleural_effusion"])
+    assert list(table.columns) == ["cardiomegaly", "pleural_effusion", "macro"]  # nodule unprobed
+    assert list(table.index) == ["a", "b", "chance (prevalence)"]
+    assert table.loc["a", "cardiomegaly"] == "60.0 ± 2.0"
+    assert table.loc["b", "cardiomegaly"] == "–"  # b did not probe it
+    assert table.loc["b", "macro"] == "40.0 ± 10.0"
+    assert list(table.loc["chance (prevalence)"]) == ["25.0", "20.0", "–"]
+
+
+def test_shared_findings_mean_averages_only_the_findings_every_set_probed():
+    def frame(rows):
+        encoder, finding, auprc, chance = zip(*rows, strict=True)
+        return pd.DataFrame(
+            {"encoder": encoder, "finding": finding, "auprc_mean": auprc, "chance": chance}
+        )
+
+    frontal = frame(
+        [
+            ("a", "x", 0.5, 0.1),
+            ("a", "y", 0.3, 0.3),
+            ("a", "fracture", 0.9, 0.1),  # not in the lateral set: left out
+            ("a", "macro", 0.9, np.nan),
+            ("b", "x", 0.2, 0.1),
+            ("b", "y", 0.2, 0.3),
+        ]
+    )
+    lateral = frame([("b", "x", 0.6, 0.2), ("b", "y", 0.4, 0.2), ("a", "y", 0.1, 0.2)])
+    table = shared_findings_mean({"frontal": frontal, "lateral": lateral})
+    assert list(table.columns) == ["frontal", "lateral"]
+    assert list(table.index) == ["a", "b", "chance (prevalence)"]
+    assert table.loc["a", "frontal"] == 40.0 and table.loc["b", "frontal"] == 20.0
+    assert table.loc["b", "lateral"] == 50.0
+    assert table.loc["a", "lateral"] == 10.0  # a probed only y on laterals
+    assert list(table.loc["chance (prevalence)"]) == [20.0, 20.0]
+    with pytest.raises(ValueError, match="share no finding"):
+        shared_findings_mean({"frontal": frontal, "other": frame([("a", "z", 0.5, 0.1)])})
+
+
+def test_drawn_labels_drop_findings_a_view_in_the_folder_does_not_draw():
+    from types import SimpleNamespace
+
+    from raddino.data.phantom import FINDINGS
+
+    def folder(views):
+        return SimpleNamespace(table=pd.DataFrame({"view": views}), label_names=list(FINDINGS))
+
+    assert drawn_labels(folder(["PA", "AP"])) == list(FINDINGS)
+    no_fracture = [name for name in FINDINGS if name != "rib_fracture"]
+    assert drawn_labels(folder(["LATERAL"] * 3)) == no_fracture
+    assert drawn_labels(folder(["PA", "LATERAL"])) == no_fracture
+
+
+def test_lateral_probe_phantoms_hold_only_laterals_apart_from_the_frontal_set(
+    tmp_path, monkeypatch
+):
+    import raddino.data.dataset_folder as dataset_folder
+
+    lateral = lateral_probe_phantoms(8, 48, 0, str(tmp_path))
+    frontal = probe_phantoms(8, 48, 0, str(tmp_path))
+    assert len(lateral) == 8 and set(lateral.table["view"]) == {"LATERAL"}
+    assert lateral.info["generator"]["config"]["views"] == ["LATERAL"]
+    assert set(frontal.table["view"]) <= {"PA", "AP"}
+    assert lateral.root != frontal.root  # a cache key of its own
+    assert not set(lateral.table["subject_id"]) & set(frontal.table["subject_id"])
+    assert drawn_labels(lateral) == [n for n in lateral.label_names if n != "rib_fracture"]
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("rendered again instead of reading the cache")
+
+    monkeypatch.setattr(dataset_folder, "write_phantom_folder", no_rendering)
+    again = lateral_probe_phantoms(8, 48, 0, str(tmp_path))
+    assert again.root == lateral.root
+    pd.testing.assert_frame_equal(again.table, lateral.table)
+    with pytest.raises(AssertionError, match="rendered again"):
+        lateral_probe_phantoms(9, 48, 0, str(tmp_path))  # another n is another folder
 
 
 def test_wide_mean_std_formats_percent_and_keeps_order():

@@ -11,6 +11,7 @@ from raddino.data.phantom import (
     FINDINGS,
     VIEWS,
     PhantomConfig,
+    findings_for_view,
     landmarks_for_view,
     render_phantom,
     structures_for_view,
@@ -235,3 +236,22 @@ def test_capped_segment_distance_equals_the_full_distance_clipped(size):
         for reach in (0.002, 0.01, 0.05):
             capped = segment_distance(box, points, reach)
             np.testing.assert_allclose(capped, np.minimum(full, reach), atol=3e-6)
+
+
+@pytest.mark.parametrize("view", VIEWS)
+def test_findings_for_view_are_exactly_the_findings_the_view_draws(view):
+    """Each finding alone changes the pixels of its view iff `findings_for_view` lists it."""
+
+    def alone(finding):
+        prevalence = {name: 0.0 for name in FINDINGS}
+        if finding is not None:
+            prevalence[finding] = 1.0
+        if finding == "chest_tube":  # a chest tube is a support device
+            prevalence["support_devices"] = 1.0
+        config = PhantomConfig(size=64, views=(view,), with_masks=False, prevalence=prevalence)
+        return render_phantom(0, seed=0, config=config).image
+
+    without = alone(None)
+    changed = [f for f in FINDINGS if not np.array_equal(alone(f), without)]
+    assert changed == list(findings_for_view(view))
+    assert ("rib_fracture" in changed) == (view != "LATERAL")

@@ -9,10 +9,13 @@ short and the assembly is tested.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from raddino.data.dataset_folder import DatasetFolder
 
 # Our metadata variables -> the column names of the paper's Table 7.
 PAPER_METADATA_COLUMNS: dict[str, str] = {
@@ -102,6 +105,37 @@ def wide_mean_std(
     return wide.loc[rows, columns].fillna("–").rename_axis(index=row, columns=None)
 
 
+def probe_table(frame: pd.DataFrame, label_names: Sequence[str]) -> pd.DataFrame:
+    """Encoders x findings of 'mean ± std' AUPRC % (findings in `label_names` order, then macro)
+    from `probe_frame`, with a last row "chance (prevalence)": mean test-set prevalence in %."""
+    probed = set(frame["finding"])
+    order = [n for n in label_names if n in probed] + ["macro"]
+    table = wide_mean_std(frame, "encoder", "finding", "auprc_mean", "auprc_std", order)
+    chance = frame[frame["finding"] != "macro"].groupby("finding")["chance"].mean()
+    table.loc["chance (prevalence)"] = [
+        f"{100 * chance[c]:.1f}" if c in chance.index else "–" for c in table.columns
+    ]
+    return table
+
+
+def shared_findings_mean(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Encoders x probe sets (e.g. frontal, lateral): mean AUPRC % over the findings that every
+    set probed (so sets of different findings compare), with a last row of mean chance."""
+    findings = [set(f.loc[f["finding"] != "macro", "finding"]) for f in frames.values()]
+    shared = set.intersection(*findings) if findings else set()
+    if not shared:
+        raise ValueError("the probe frames share no finding")
+    columns = {}
+    for name, frame in frames.items():
+        rows = frame[frame["finding"].isin(shared)]
+        mean = 100 * rows.groupby("encoder", sort=False)["auprc_mean"].mean()
+        mean.loc["chance (prevalence)"] = 100 * rows.groupby("finding")["chance"].mean().mean()
+        columns[name] = mean
+    table = pd.DataFrame(columns).round(1)
+    encoders = [i for i in table.index if i != "chance (prevalence)"]
+    return table.loc[[*encoders, "chance (prevalence)"]].rename_axis(index="encoder")
+
+
 # Phantom findings that have a column in the paper's linear-probing tables: (table, column).
 PAPER_PROBE_COLUMNS: dict[str, tuple[str, str]] = {
     "lung_opacity": ("3", "LO"),
@@ -143,6 +177,50 @@ def probe_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
     columns = ["paper column", *encoders, "chance (phantoms)"]
     columns += ["RAD-DINO (paper)", "best other (paper)"]
     return pd.DataFrame(rows).set_index("finding").reindex(columns=columns).fillna("–")
+
+
+# The columns of the paper's Table A.1 (PadChest laterals) -> (phantom finding or None, what the
+# phantoms have for it). The phantom spine never degenerates; lateral.py draws no blunting label
+# of its own: pleural effusion's fluid fills the posterior costophrenic recess upwards.
+PAPER_LATERAL_COLUMNS: dict[str, tuple[str | None, str]] = {
+    "Vertebral Deg. Changes": (None, "– (not simulated)"),
+    "Pleural Effusion": ("pleural_effusion", "pleural_effusion"),
+    "Costophrenic Angle Blunting": (None, "– (part of pleural_effusion)"),
+}
+
+
+def lateral_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per column of the paper's Table A.1 (AUPRC % on PadChest laterals): the matching phantom
+    finding, our lateral AUPRC per encoder and chance, beside the paper's RAD-DINO and its best
+    other model (mean ± std). Columns without a phantom finding keep '–'; Agg is left out (our
+    macro averages other findings)."""
+    from raddino.paper import paper_table
+
+    paper = paper_table("A.1")
+    paper = paper[paper["kind"] == "model"]
+    encoders = list(dict.fromkeys(frame["encoder"]))
+    rows = []
+    for column, (finding, described) in PAPER_LATERAL_COLUMNS.items():
+        cells = paper[paper["column"] == column]
+        if cells.empty:
+            raise ValueError(f"paper Table A.1 has no column {column!r}")
+        ours = frame[frame["finding"] == finding] if finding else frame.iloc[:0]
+        row = {"paper column": column, "phantom finding": described}
+        for encoder, one in ours.groupby("encoder", sort=False):
+            row[f"{encoder} (phantoms)"] = mean_std_text(*one[["auprc_mean", "auprc_std"]].iloc[0])
+        row["chance (phantoms)"] = f"{100 * ours['chance'].mean():.1f}" if len(ours) else "–"
+        rad_dino = cells[cells["row"] == "RAD-DINO"]
+        others = cells[cells["row"] != "RAD-DINO"].sort_values("value", ascending=False)
+        if len(rad_dino):
+            row["RAD-DINO (paper)"] = mean_std_text(*rad_dino[["value", "std"]].iloc[0], scale=1)
+        best = others.iloc[0]
+        row["best other (paper)"] = (
+            f"{mean_std_text(best['value'], best['std'], scale=1)} ({best['row']})"
+        )
+        rows.append(row)
+    columns = ["phantom finding", *(f"{e} (phantoms)" for e in encoders), "chance (phantoms)"]
+    columns += ["RAD-DINO (paper)", "best other (paper)"]
+    return pd.DataFrame(rows).set_index("paper column").reindex(columns=columns).fillna("–")
 
 
 # ------------------------------------------------------------------------------ metadata
@@ -390,3 +468,26 @@ def probe_phantoms(n: int, size: int, seed: int, runs_root: str = "runs"):
         n, size, seed + 2, views=("PA", "AP"), with_masks=False, root=runs_root, quiet=True
     )
     return DatasetFolder.open(path)
+
+
+def lateral_probe_phantoms(n: int, size: int, seed: int, runs_root: str = "runs") -> DatasetFolder:
+    """Lateral-only phantoms (no masks) for chapter 06's Table A.1 probes, cached; their own seed
+    stream (seed + 5), apart from the frontal probe set (seed + 2) and the releases' pretraining
+    phantoms (train.seed 0)."""
+    from raddino.data.dataset_folder import DatasetFolder
+    from raddino.pipeline import phantom_folder
+
+    path = phantom_folder(
+        n, size, seed + 5, views=("LATERAL",), with_masks=False, root=runs_root, quiet=True
+    )
+    return DatasetFolder.open(path)
+
+
+def drawn_labels(folder: DatasetFolder) -> list[str]:
+    """The folder's labels that every view in it draws (a lateral folder: no rib fractures),
+    in the folder's order: a finding the images do not show can only be probed at chance."""
+    from raddino.data.phantom import findings_for_view
+
+    views = sorted(set(folder.table["view"]))
+    drawn = set.intersection(*(set(findings_for_view(v)) for v in views)) if views else set()
+    return [name for name in folder.label_names if name in drawn]

@@ -22,6 +22,7 @@ from .config import (
     VIEWS,
     PhantomConfig,
     PhantomSample,
+    findings_for_view,
     landmarks_for_view,
     structures_for_view,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "VIEWS",
     "PhantomConfig",
     "PhantomSample",
+    "findings_for_view",
     "landmarks_for_view",
     "render_phantom",
     "structures_for_view",

@@ -28,6 +28,8 @@ FINDINGS: tuple[str, ...] = (
 )
 VIEWS: tuple[str, ...] = ("PA", "AP", "LATERAL")
 FRONTAL_VIEWS: tuple[str, ...] = ("PA", "AP")
+# Findings sampled (and labelled) on every view but not drawn on laterals (lateral.py).
+FINDINGS_NOT_ON_LATERAL: tuple[str, ...] = ("rib_fracture",)
 
 N_RIBS = 10  # ribs per side drawn (and masked) on frontal views
 SIDES = ("left", "right")  # the PATIENT's sides
@@ -102,6 +104,13 @@ def structures_for_view(view: str) -> tuple[str, ...]:
     """Mask names rendered for `view` (lateral views have no zones, ribs or clavicles)."""
     _check_view(view, "view")
     return MASK_NAMES_LATERAL if view == "LATERAL" else MASK_NAMES_FRONTAL
+
+
+def findings_for_view(view: str) -> tuple[str, ...]:
+    """Finding labels that `view` draws (the rest are labelled but invisible on it)."""
+    _check_view(view, "view")
+    hidden = FINDINGS_NOT_ON_LATERAL if view == "LATERAL" else ()
+    return tuple(name for name in FINDINGS if name not in hidden)
 
 
 def landmarks_for_view(view: str) -> tuple[str, ...]:
