@@ -679,3 +679,20 @@ def test_spec_and_label_splits_a_named_benchmark_spec():
         "runs/w.safetensors",
         "supervised reference",
     )
+
+
+def test_release_overview_counts_the_shipped_parameters_in_table_1_columns():
+    from raddino.models import load_backbone
+    from raddino.paper import paper_table
+    from raddino.ssl.release import read_release_manifest
+    from raddino.ssl.release_tables import release_overview
+
+    overview = release_overview(["general", "phantom"])
+    assert set(paper_table("1", wide=True).columns) <= set(overview.columns)
+    backbone = load_backbone("raddino:phantom")
+    counted = sum(p.numel() for p in backbone.state_dict().values())
+    assert overview.loc["raddino:phantom", "# Params."] == counted
+    manifest = read_release_manifest("phantom")
+    assert overview.loc["raddino:phantom", "# Images"] == manifest["config"]["data"]["max_images"]
+    assert "continual from raddino:general" in overview.loc["raddino:phantom", "Training dataset"]
+    assert overview.loc["raddino:general", "Training dataset"] == "dead-leaves scenes"

@@ -5,6 +5,7 @@ pooled probes: chapter 12) are in `raddino.ssl.recipe_tables`."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -37,6 +38,40 @@ def release_table(names: list[str], release_dir: str | os.PathLike | None = None
                 "hardware": device,
                 "fp16 MB": m["size_mb"],
                 "sha256": m["sha256"][:12],
+            }
+        )
+    return pd.DataFrame(rows).set_index("release")
+
+
+_DATA_NAMES = {"phantom": "chest X-ray phantoms", "deadleaves": "dead-leaves scenes"}
+
+
+def release_overview(names: list[str], release_dir: str | os.PathLike | None = None):
+    """The releases in the columns of the paper's Table 1: model type, architecture, training
+    data, parameters (counted in the shipped file), distinct training images, texts, resolution."""
+    import pandas as pd
+    from safetensors import safe_open
+
+    from raddino.models.weights import RELEASE_DIR
+
+    rows = []
+    for name in names:
+        m = read_release_manifest(name, release_dir)
+        with safe_open(str(Path(release_dir or RELEASE_DIR) / m["weights"]), "pt") as f:
+            params = sum(math.prod(f.get_slice(key).get_shape()) for key in f.keys())
+        data, model = m["config"]["data"], m["config"]["model"]
+        start = model["init"]
+        rows.append(
+            {
+                "release": f"raddino:{name}",
+                "Model type": "Image only",
+                "Arch.": model["arch"],
+                "Training dataset": _DATA_NAMES.get(data["source"], data["source"])
+                + (f" (continual from {start})" if start != "random" else ""),
+                "# Params.": params,
+                "# Images": data["max_images"],  # distinct images; a run sees each many times
+                "# Text": 0,
+                "Image resolution": m["config"]["crops"]["global_crops_size"],
             }
         )
     return pd.DataFrame(rows).set_index("release")
