@@ -169,16 +169,16 @@ display(report_table(ours))
 # * **The clinical column separates every encoder from no image, and no encoder from another.**
 #   Macro-F1 is 7.3 [6.1, 8.7] without an image and 12.0 to 13.0 with any encoder's tokens,
 #   random init included, with intervals of about ±3 points that all overlap.
-# * **The tokens, not the decoder, are what limits the column.** Given the true labels as one
-#   token, the same decoder trained on the same 420 reports writes the findings with macro-F1
-#   74.7 [66.3, 81.8], while BLEU-4 and ROUGE-L rise by only about 6 and 7 points: the findings
-#   sentences are a small part of what those columns count. So the decoder can turn a plain
-#   statement of the findings into report sentences; no encoder's pooled tokens give it one. Every encoder's
-#   validation loss ends within 0.01 nats per word of the no-image decoder's, and the true
-#   labels' 0.11 below it. Chapter 06 tells the same from the class tokens: linear probes read
-#   the findings well above chance from raw pixels and only modestly from any ViT, and the
-#   phantom release's lead over random init there (chapter 02's bar) is far too small to show
-#   through a decoder fitted on 420 reports.
+# * **The decoder writes what the tokens state plainly, not what they only hint at.** Given the
+#   true labels as one token, the same decoder trained on the same 420 reports writes the
+#   findings with macro-F1 74.7 [66.3, 81.8], while BLEU-4 and ROUGE-L rise by only about 6 and
+#   7 points: the findings sentences are a small part of what those columns count. But raw
+#   pixels, from which chapter 06's linear probes read several findings well above chance, score
+#   no better here than an untrained ViT, and every encoder's validation loss ends within 0.01
+#   nats per word of the no-image decoder's (the true labels': 0.11 below it). A decoder that
+#   learns a language and a reading at once from 420 reports turns weak evidence into no
+#   positive sentence, so the phantom release's small lead over random init on the probes
+#   (chapter 02's bar) cannot show here.
 #
 # The paper's decoder starts as a 7-billion-parameter language model and reads every patch token
 # of a ViT-B at 518 px; ours starts from nothing and reads a 4 x 4 pooling of a ViT-tiny's tokens.
