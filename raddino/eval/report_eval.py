@@ -127,14 +127,9 @@ def report_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 def report_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Encoders x metrics as the paper prints them: "median [low, high]" in percent."""
-    text = frame.assign(
-        cell=[
-            f"{m:.1f} [{lo:.1f}, {hi:.1f}]"
-            for m, lo, hi in zip(frame["median"], frame["ci_low"], frame["ci_high"], strict=True)
-        ]
-    )
-    table = text.pivot(index="encoder", columns="metric", values="cell")
-    return table.loc[list(dict.fromkeys(frame["encoder"])), list(dict.fromkeys(frame["metric"]))]
+    from raddino.eval.tables import wide_intervals
+
+    return wide_intervals(frame, "encoder", "metric", "median", "ci_low", "ci_high")
 
 
 # Our metric -> the paper's Table 5 column (CheXbert's 14 findings there, the phantom's 12 here).

@@ -428,16 +428,24 @@ def paired_dice_frame(
     return pd.DataFrame(rows, columns=["pair", "structure", "mean", "low", "high", "n"])
 
 
+def wide_intervals(
+    frame: pd.DataFrame, rows: str, columns: str, estimate: str, low: str, high: str,
+    *, signed: bool = False,
+) -> pd.DataFrame:  # fmt: skip
+    """Rows x columns of 'estimate [low, high]' cells (one decimal; '+' signs if `signed`), in
+    the order rows and columns first appear in `frame`."""
+    sign = "+" if signed else ""
+    cells = [
+        f"{m:{sign}.1f} [{lo:{sign}.1f}, {hi:{sign}.1f}]"
+        for m, lo, hi in zip(frame[estimate], frame[low], frame[high], strict=True)
+    ]
+    wide = frame.assign(cell=cells).pivot(index=rows, columns=columns, values="cell")
+    return wide.loc[list(dict.fromkeys(frame[rows])), list(dict.fromkeys(frame[columns]))]
+
+
 def interval_text(frame: pd.DataFrame) -> pd.DataFrame:
     """Pairs x structures of '+1.6 [+0.2, +3.3]' cells from a `paired_dice_frame`, in its order."""
-    text = frame.assign(
-        cell=[
-            f"{m:+.1f} [{lo:+.1f}, {hi:+.1f}]"
-            for m, lo, hi in zip(frame["mean"], frame["low"], frame["high"], strict=True)
-        ]
-    )
-    wide = text.pivot(index="pair", columns="structure", values="cell")
-    wide = wide.loc[list(dict.fromkeys(text["pair"])), list(dict.fromkeys(text["structure"]))]
+    wide = wide_intervals(frame, "pair", "structure", "mean", "low", "high", signed=True)
     return wide.rename_axis(index=None, columns=None)
 
 
