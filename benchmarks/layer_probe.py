@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from raddino.eval.patch_grids import cached_patch_grids
-from raddino.eval.tables import probe_phantoms
+from raddino.eval.probe_tables import probe_phantoms
 from raddino.models.encoders import get_encoder
 from raddino.ssl.release import ReleaseEval, finding_probes
 from raddino.utils import spec_and_label, versions, write_json_atomic

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from raddino.eval.features import extract
-from raddino.eval.tables import probe_phantoms
+from raddino.eval.probe_tables import probe_phantoms
 from raddino.ssl.release import ReleaseEval, finding_probes
 from raddino.utils import versions, write_json_atomic
 

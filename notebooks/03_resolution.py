@@ -59,7 +59,7 @@ import torch
 from IPython.display import display
 
 from raddino.eval.ablations import FINDING_SCALE, by_finding_scale, probe_encoders
-from raddino.eval.tables import probe_phantoms
+from raddino.eval.probe_tables import probe_phantoms
 from raddino.models.weights import release_names
 from raddino.paper import load_paper_results
 from raddino.ssl.config import load_config

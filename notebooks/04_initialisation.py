@@ -53,7 +53,8 @@ import torch
 from IPython.display import display
 
 from raddino.eval.ablations import probe_encoders
-from raddino.eval.tables import probe_phantoms, wide_mean_std
+from raddino.eval.probe_tables import probe_phantoms
+from raddino.eval.tables import wide_mean_std
 from raddino.models.weights import release_names
 from raddino.paper import paper_table
 from raddino.ssl.short_runs import available_init, pretrain_stage, short_run_overrides

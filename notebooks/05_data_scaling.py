@@ -54,7 +54,7 @@ import torch
 from IPython.display import display
 
 from raddino.eval.ablations import by_finding_scale, probe_encoders
-from raddino.eval.tables import probe_phantoms
+from raddino.eval.probe_tables import probe_phantoms
 from raddino.paper import paper_table
 from raddino.ssl.config import load_config
 from raddino.ssl.short_runs import (

@@ -56,7 +56,8 @@ from IPython.display import display
 
 from raddino.eval.ablations import cached_cls
 from raddino.eval.probe import ProbeConfig, run_probes
-from raddino.eval.tables import encoders_to_compare, probe_frame, probe_phantoms, probe_table
+from raddino.eval.probe_tables import probe_frame, probe_phantoms, probe_table
+from raddino.eval.tables import encoders_to_compare
 
 torch.set_num_threads(2)
 specs = encoders_to_compare(encoders)
@@ -153,7 +154,7 @@ fig.tight_layout()
 # RAD-DINO and its best other model:
 
 # %%
-from raddino.eval.tables import probe_beside_paper
+from raddino.eval.probe_tables import probe_beside_paper
 from raddino.paper import paper_table
 
 display(probe_beside_paper(ours))
@@ -195,7 +196,7 @@ display(paper_table("4", wide=True))
 # leaves images); pixels and the untrained ViT are the floors.
 
 # %%
-from raddino.eval.tables import drawn_labels, lateral_probe_phantoms
+from raddino.eval.probe_tables import drawn_labels, lateral_probe_phantoms
 
 lateral = lateral_probe_phantoms(lateral_probe_n, probe_size, seed, runs_root)
 lateral_labels = drawn_labels(lateral)
@@ -238,7 +239,7 @@ display(probe_table(lateral_ours, lateral_labels).T)
 # the mean AUPRC over the findings both sets probe (every finding but rib fractures):
 
 # %%
-from raddino.eval.tables import shared_findings_mean
+from raddino.eval.probe_tables import shared_findings_mean
 
 display(shared_findings_mean({"frontal": ours, "lateral": lateral_ours}))
 
@@ -249,7 +250,7 @@ display(shared_findings_mean({"frontal": ours, "lateral": lateral_ours}))
 # blunting is part of every phantom effusion.
 
 # %%
-from raddino.eval.tables import lateral_beside_paper
+from raddino.eval.probe_tables import lateral_beside_paper
 
 display(lateral_beside_paper(lateral_ours))
 print("Table A.1: PadChest laterals, linear probing of frozen backbones, AUPRC % (mean of 5 seeds)")

@@ -58,12 +58,12 @@ from IPython.display import display
 
 from raddino.eval.ablations import cached_cls
 from raddino.eval.metadata import MetadataConfig
+from raddino.eval.probe_tables import probe_phantoms
 from raddino.eval.tables import (
     encoders_to_compare,
     metadata_beside_paper,
     metadata_frame,
     metadata_per_variable,
-    probe_phantoms,
 )
 
 torch.set_num_threads(2)

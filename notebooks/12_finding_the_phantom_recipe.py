@@ -56,8 +56,9 @@ from IPython.display import display
 
 from raddino.eval.ablations import crop_pair_retrieval, global_property_table
 from raddino.eval.counterfactual import counterfactual_frame
+from raddino.eval.probe_tables import probe_phantoms
 from raddino.eval.stability import shift_stability_table
-from raddino.eval.tables import encoders_to_compare, probe_phantoms
+from raddino.eval.tables import encoders_to_compare
 from raddino.models.weights import RELEASE_DIR
 from raddino.ssl.bar import CLEAR_MARGIN, VALIDATION_SET
 from raddino.ssl.config import load_config

@@ -62,12 +62,12 @@ from IPython.display import display
 
 from raddino.data.dataset_folder import DatasetFolder
 from raddino.eval.ablations import by_finding_scale, probe_encoders, segment_encoders
+from raddino.eval.probe_tables import probe_phantoms
 from raddino.eval.segment import DEFAULT_STRUCTURES
 from raddino.eval.segment_train import HeadTrainConfig
 from raddino.eval.tables import (
     interval_text,
     paired_dice_frame,
-    probe_phantoms,
     segmentation_beside_paper,
     segmentation_frame,
 )

@@ -69,6 +69,7 @@ import torch
 from IPython.display import display
 
 from raddino.data.phantom.report_labels import finding_names, label_report
+from raddino.eval.probe_tables import probe_phantoms
 from raddino.eval.report_eval import (
     NO_IMAGE,
     TRUE_LABELS,
@@ -80,7 +81,7 @@ from raddino.eval.report_eval import (
     run_report_generation,
 )
 from raddino.eval.report_generation import ReportTrainConfig
-from raddino.eval.tables import encoders_to_compare, probe_phantoms
+from raddino.eval.tables import encoders_to_compare
 
 torch.set_num_threads(2)
 specs = [NO_IMAGE, *encoders_to_compare(encoders), TRUE_LABELS]

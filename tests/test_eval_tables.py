@@ -9,26 +9,28 @@ import pytest
 from raddino.eval.dice import dice_per_image, summarize_dice
 from raddino.eval.metadata import MetadataConfig, run_metadata
 from raddino.eval.probe import ProbeConfig, run_probes
+from raddino.eval.probe_tables import (
+    drawn_labels,
+    lateral_beside_paper,
+    lateral_probe_phantoms,
+    probe_beside_paper,
+    probe_frame,
+    probe_phantoms,
+    probe_table,
+    shared_findings_mean,
+)
 from raddino.eval.tables import (
     attention_frame,
     correspondence_frame,
-    drawn_labels,
     encoders_to_compare,
     interval_text,
-    lateral_beside_paper,
-    lateral_probe_phantoms,
     mean_std_text,
     metadata_beside_paper,
     metadata_frame,
     metadata_per_variable,
     paired_dice_frame,
-    probe_beside_paper,
-    probe_frame,
-    probe_phantoms,
-    probe_table,
     segmentation_beside_paper,
     segmentation_frame,
-    shared_findings_mean,
     wide_mean_std,
 )
 

@@ -48,7 +48,7 @@ def probe_encoders(
     """`probe_frame` (encoder, finding, auprc_mean, ...) of frozen CLS features; `encoders` maps a
     display name to an encoder spec; `size` is the encoder input side (None: its own)."""
     from raddino.eval.probe import ProbeConfig, run_probes
-    from raddino.eval.tables import probe_frame
+    from raddino.eval.probe_tables import probe_frame
 
     config = ProbeConfig(method="sklearn", seeds=seeds, c=c, split_seed=seed)
     results = {}

@@ -50,9 +50,10 @@ def frozen_probe_metrics(spec: str, evaluation: ReleaseEval, runs_root: str = "r
     frozen encoder on held-out phantoms (seeds 2 and 3 of `phantom_folder`; training uses 0)."""
     from raddino.eval.features import extract
     from raddino.eval.metadata import MetadataConfig
+    from raddino.eval.probe_tables import probe_phantoms
     from raddino.eval.segment import run_segmentation
     from raddino.eval.segment_train import HeadTrainConfig
-    from raddino.eval.tables import metadata_per_variable, probe_phantoms
+    from raddino.eval.tables import metadata_per_variable
     from raddino.pipeline import phantom_folder
 
     ev = evaluation
@@ -132,7 +133,7 @@ def class_token_readouts(spec: str, evaluation: ReleaseEval, runs_root: str = "r
     """Chapter 12's class-token property row of one encoder and the majority-class row, on the
     bar's probe phantoms: {"encoder": {property: accuracy}, "majority class": {...}}."""
     from raddino.eval.ablations import global_property_table
-    from raddino.eval.tables import probe_phantoms
+    from raddino.eval.probe_tables import probe_phantoms
 
     ev = evaluation
     folder = probe_phantoms(ev.probe_n, ev.probe_size, ev.seed, runs_root)
@@ -154,8 +155,8 @@ def class_token_readouts(spec: str, evaluation: ReleaseEval, runs_root: str = "r
 def class_token_stability(spec: str, evaluation: ReleaseEval, runs_root: str = "runs") -> dict:
     """`raddino.eval.stability.shift_stability` of one encoder's class token on the first 128 of
     the bar's probe phantoms: {"shift_1px": ..., "shift_4px": ..., ..., "other_image": ...}."""
+    from raddino.eval.probe_tables import probe_phantoms
     from raddino.eval.stability import shift_stability_table
-    from raddino.eval.tables import probe_phantoms
 
     ev = evaluation
     folder = probe_phantoms(ev.probe_n, ev.probe_size, ev.seed, runs_root)

@@ -1,0 +1,208 @@
+"""Tables of the linear-probe chapters (06, and 08's phantoms): AUPRC per finding and encoder,
+frontal and lateral probe sets, and our numbers beside the paper's Tables 3, 4 and A.1.
+
+Split from `raddino.eval.tables` (which keeps the other chapters' tables and the cell formatting
+both use) when the lateral probes of Table A.1 took it past 400 lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from raddino.eval.tables import mean_std_text, wide_mean_std
+
+if TYPE_CHECKING:
+    from raddino.data.dataset_folder import DatasetFolder
+
+
+def probe_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Long frame of `run_probes` summaries: encoder, finding, AUPRC mean/std, chance, seeds.
+
+    One row per (encoder, probed finding) plus a "macro" row per encoder; AUPRC in [0, 1].
+    """
+    rows = []
+    for encoder, result in results.items():
+        summary = result["summary"]
+        for finding, scores in summary["per_label"].items():
+            rows.append(
+                {
+                    "encoder": encoder,
+                    "finding": finding,
+                    "auprc_mean": scores["auprc"]["mean"],
+                    "auprc_std": scores["auprc"]["std"],
+                    "chance": scores["prevalence"]["mean"],
+                    "seeds": scores["auprc"]["n"],
+                }
+            )
+        macro = summary["macro"]["auprc"]
+        rows.append(
+            {
+                "encoder": encoder,
+                "finding": "macro",
+                "auprc_mean": macro["mean"],
+                "auprc_std": macro["std"],
+                "chance": np.nan,
+                "seeds": macro["n"],
+            }
+        )
+    columns = ["encoder", "finding", "auprc_mean", "auprc_std", "chance", "seeds"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def probe_table(frame: pd.DataFrame, label_names: Sequence[str]) -> pd.DataFrame:
+    """Encoders x findings of 'mean ± std' AUPRC % (findings in `label_names` order, then macro)
+    from `probe_frame`, with a last row "chance (prevalence)": mean test-set prevalence in %."""
+    probed = set(frame["finding"])
+    order = [n for n in label_names if n in probed] + ["macro"]
+    table = wide_mean_std(frame, "encoder", "finding", "auprc_mean", "auprc_std", order)
+    chance = frame[frame["finding"] != "macro"].groupby("finding")["chance"].mean()
+    table.loc["chance (prevalence)"] = [
+        f"{100 * chance[c]:.1f}" if c in chance.index else "–" for c in table.columns
+    ]
+    return table
+
+
+def shared_findings_mean(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Encoders x probe sets (e.g. frontal, lateral): mean AUPRC % over the findings that every
+    set probed (so sets of different findings compare), with a last row of mean chance."""
+    findings = [set(f.loc[f["finding"] != "macro", "finding"]) for f in frames.values()]
+    shared = set.intersection(*findings) if findings else set()
+    if not shared:
+        raise ValueError("the probe frames share no finding")
+    columns = {}
+    for name, frame in frames.items():
+        rows = frame[frame["finding"].isin(shared)]
+        mean = 100 * rows.groupby("encoder", sort=False)["auprc_mean"].mean()
+        mean.loc["chance (prevalence)"] = 100 * rows.groupby("finding")["chance"].mean().mean()
+        columns[name] = mean
+    table = pd.DataFrame(columns).round(1)
+    encoders = [i for i in table.index if i != "chance (prevalence)"]
+    return table.loc[[*encoders, "chance (prevalence)"]].rename_axis(index="encoder")
+
+
+# Phantom findings that have a column in the paper's linear-probing tables: (table, column).
+PAPER_PROBE_COLUMNS: dict[str, tuple[str, str]] = {
+    "lung_opacity": ("3", "LO"),
+    "cardiomegaly": ("3", "CM"),
+    "pleural_thickening": ("3", "PL-T"),
+    "aortic_enlargement": ("3", "AE"),
+    "fibrosis": ("3", "PF"),
+    "tuberculosis": ("3", "TB"),
+    "pneumothorax": ("4", "PTX"),
+    "chest_tube": ("4", "Chest Tube"),
+    "rib_fracture": ("4", "Fracture"),
+}
+
+
+def probe_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per finding the paper also probes: our AUPRC per encoder and chance beside the paper's
+    RAD-DINO and its best other model (Tables 3 and 4, AUPRC %; different data, same protocol)."""
+    from raddino.paper import paper_table
+
+    paper = {table: paper_table(table) for table in ("3", "4")}
+    rows = []
+    for finding, (table, column) in PAPER_PROBE_COLUMNS.items():
+        ours = frame[frame["finding"] == finding]
+        cells = paper[table]
+        cells = cells[(cells["column"] == column) & (cells["kind"] == "model")]
+        if cells.empty:
+            raise ValueError(f"paper Table {table} has no column {column!r}")
+        rad_dino = cells[cells["row"] == "RAD-DINO"]["value"]
+        others = cells[cells["row"] != "RAD-DINO"].sort_values("value", ascending=False)
+        row = {"finding": finding, "paper column": f"Table {table}: {column}"}
+        for encoder, one in ours.groupby("encoder", sort=False):
+            row[f"{encoder} (phantoms)"] = mean_std_text(*one[["auprc_mean", "auprc_std"]].iloc[0])
+        row["chance (phantoms)"] = f"{100 * ours['chance'].mean():.1f}" if len(ours) else "–"
+        row["RAD-DINO (paper)"] = f"{rad_dino.iloc[0]:.1f}" if len(rad_dino) else "–"
+        best = others.iloc[0]
+        row["best other (paper)"] = f"{best['value']:.1f} ({best['row']})"
+        rows.append(row)
+    encoders = [f"{e} (phantoms)" for e in dict.fromkeys(frame["encoder"])]
+    columns = ["paper column", *encoders, "chance (phantoms)"]
+    columns += ["RAD-DINO (paper)", "best other (paper)"]
+    return pd.DataFrame(rows).set_index("finding").reindex(columns=columns).fillna("–")
+
+
+# The columns of the paper's Table A.1 (PadChest laterals) -> (phantom finding or None, what the
+# phantoms have for it). The phantom spine never degenerates; lateral.py draws no blunting label
+# of its own: pleural effusion's fluid fills the posterior costophrenic recess upwards.
+PAPER_LATERAL_COLUMNS: dict[str, tuple[str | None, str]] = {
+    "Vertebral Deg. Changes": (None, "– (not simulated)"),
+    "Pleural Effusion": ("pleural_effusion", "pleural_effusion"),
+    "Costophrenic Angle Blunting": (None, "– (part of pleural_effusion)"),
+}
+
+
+def lateral_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per column of the paper's Table A.1 (AUPRC % on PadChest laterals): the matching phantom
+    finding, our lateral AUPRC per encoder and chance, beside the paper's RAD-DINO and its best
+    other model (mean ± std). Columns without a phantom finding keep '–'; Agg is left out (our
+    macro averages other findings)."""
+    from raddino.paper import paper_table
+
+    paper = paper_table("A.1")
+    paper = paper[paper["kind"] == "model"]
+    encoders = list(dict.fromkeys(frame["encoder"]))
+    rows = []
+    for column, (finding, described) in PAPER_LATERAL_COLUMNS.items():
+        cells = paper[paper["column"] == column]
+        if cells.empty:
+            raise ValueError(f"paper Table A.1 has no column {column!r}")
+        ours = frame[frame["finding"] == finding] if finding else frame.iloc[:0]
+        row = {"paper column": column, "phantom finding": described}
+        for encoder, one in ours.groupby("encoder", sort=False):
+            row[f"{encoder} (phantoms)"] = mean_std_text(*one[["auprc_mean", "auprc_std"]].iloc[0])
+        row["chance (phantoms)"] = f"{100 * ours['chance'].mean():.1f}" if len(ours) else "–"
+        rad_dino = cells[cells["row"] == "RAD-DINO"]
+        others = cells[cells["row"] != "RAD-DINO"].sort_values("value", ascending=False)
+        if len(rad_dino):
+            row["RAD-DINO (paper)"] = mean_std_text(*rad_dino[["value", "std"]].iloc[0], scale=1)
+        best = others.iloc[0]
+        row["best other (paper)"] = (
+            f"{mean_std_text(best['value'], best['std'], scale=1)} ({best['row']})"
+        )
+        rows.append(row)
+    columns = ["phantom finding", *(f"{e} (phantoms)" for e in encoders), "chance (phantoms)"]
+    columns += ["RAD-DINO (paper)", "best other (paper)"]
+    return pd.DataFrame(rows).set_index("paper column").reindex(columns=columns).fillna("–")
+
+
+def probe_phantoms(n: int, size: int, seed: int, runs_root: str = "runs"):
+    """The frontal phantoms (no masks) that the probe and metadata chapters share, cached.
+
+    One definition, so that chapter 08 reads exactly the folder (and cached features) of 06.
+    """
+    from raddino.data.dataset_folder import DatasetFolder
+    from raddino.pipeline import phantom_folder
+
+    path = phantom_folder(
+        n, size, seed + 2, views=("PA", "AP"), with_masks=False, root=runs_root, quiet=True
+    )
+    return DatasetFolder.open(path)
+
+
+def lateral_probe_phantoms(n: int, size: int, seed: int, runs_root: str = "runs") -> DatasetFolder:
+    """Lateral-only phantoms (no masks) for chapter 06's Table A.1 probes, cached; their own seed
+    stream (seed + 5), apart from the frontal probe set (seed + 2) and the releases' pretraining
+    phantoms (train.seed 0)."""
+    from raddino.data.dataset_folder import DatasetFolder
+    from raddino.pipeline import phantom_folder
+
+    path = phantom_folder(
+        n, size, seed + 5, views=("LATERAL",), with_masks=False, root=runs_root, quiet=True
+    )
+    return DatasetFolder.open(path)
+
+
+def drawn_labels(folder: DatasetFolder) -> list[str]:
+    """The folder's labels that every view in it draws (a lateral folder: no rib fractures),
+    in the folder's order: a finding the images do not show can only be probed at chance."""
+    from raddino.data.phantom import findings_for_view
+
+    views = sorted(set(folder.table["view"]))
+    drawn = set.intersection(*(set(findings_for_view(v)) for v in views)) if views else set()
+    return [name for name in folder.label_names if name in drawn]
