@@ -62,13 +62,12 @@ report_bootstrap = 500  # bootstrap samples of the test reports, as the paper
 
 # %%
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
 from IPython.display import display
 
-from raddino.data.phantom.report_labels import finding_names, label_report
+from raddino.data.phantom.report_labels import finding_names, read_labels
 from raddino.eval.probe_tables import probe_phantoms
 from raddino.eval.report_eval import (
     NO_IMAGE,
@@ -104,7 +103,7 @@ print(f"encoders: {specs}")
 for i in range(2):
     print(f"{folder.table['image'].iat[i]}:\n  {texts[i]}\n")
 names = finding_names()
-read_back = np.array([[label_report(t)[n] for n in names] for t in texts])
+read_back = read_labels(texts)
 truth_all = folder.labels_array(names)
 agree = int((read_back == truth_all).all(axis=1).sum())
 print(f"labels read from the reference reports equal the true labels on {agree}/{len(texts)}")

@@ -10,8 +10,10 @@ from torchmetrics.functional.text import bleu_score
 
 from raddino.data.phantom.report_labels import (
     NEGATION_WORDS,
+    finding_names,
     findings_section,
     label_report,
+    read_labels,
     split_sentences,
 )
 from raddino.data.phantom.reports import _GROUP_NEGATIVE, _NEGATIVE, _POSITIVE, write_report
@@ -45,11 +47,16 @@ def _written_reports(n: int, seed: int = 0) -> list[tuple[dict[str, int], str]]:
 
 
 def test_labeller_reads_every_written_report_exactly():
-    for labels, report in _written_reports(1500):
+    written = _written_reports(1500)
+    for labels, report in written:
         assert label_report(findings_section(report)) == labels, report
         impression = report.split("Impression:")[1]
         read = label_report(impression)
         assert all(labels[name] for name, v in read.items() if v), report  # never a false one
+    table = read_labels([findings_section(report) for _, report in written])
+    assert table.shape == (1500, len(finding_names()))
+    assert (table == [[labels[n] for n in finding_names()] for labels, _ in written]).all()
+    assert read_labels([]).shape == (0, len(finding_names()))
 
 
 def test_negation_words_split_positive_from_negative_phrasings():

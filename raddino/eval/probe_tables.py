@@ -98,6 +98,33 @@ PAPER_PROBE_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
+def _ours_beside_paper_cells(
+    ours: pd.DataFrame, cells: pd.DataFrame, *, paper_std: bool
+) -> dict[str, str]:
+    """One finding's row cells: our AUPRC per encoder and chance (from `probe_frame` rows), the
+    paper's RAD-DINO and its best other model (from its model `cells`), with the paper's std if
+    `paper_std`."""
+
+    def paper_text(cell: pd.Series) -> str:
+        return (
+            mean_std_text(cell["value"], cell["std"], scale=1)
+            if paper_std
+            else f"{cell['value']:.1f}"
+        )
+
+    row = {
+        f"{encoder} (phantoms)": mean_std_text(*one[["auprc_mean", "auprc_std"]].iloc[0])
+        for encoder, one in ours.groupby("encoder", sort=False)
+    }
+    row["chance (phantoms)"] = f"{100 * ours['chance'].mean():.1f}" if len(ours) else "–"
+    rad_dino = cells[cells["row"] == "RAD-DINO"]
+    if len(rad_dino):
+        row["RAD-DINO (paper)"] = paper_text(rad_dino.iloc[0])
+    best = cells[cells["row"] != "RAD-DINO"].sort_values("value", ascending=False).iloc[0]
+    row["best other (paper)"] = f"{paper_text(best)} ({best['row']})"
+    return row
+
+
 def probe_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
     """Per finding the paper also probes: our AUPRC per encoder and chance beside the paper's
     RAD-DINO and its best other model (Tables 3 and 4, AUPRC %; different data, same protocol)."""
@@ -111,16 +138,8 @@ def probe_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
         cells = cells[(cells["column"] == column) & (cells["kind"] == "model")]
         if cells.empty:
             raise ValueError(f"paper Table {table} has no column {column!r}")
-        rad_dino = cells[cells["row"] == "RAD-DINO"]["value"]
-        others = cells[cells["row"] != "RAD-DINO"].sort_values("value", ascending=False)
         row = {"finding": finding, "paper column": f"Table {table}: {column}"}
-        for encoder, one in ours.groupby("encoder", sort=False):
-            row[f"{encoder} (phantoms)"] = mean_std_text(*one[["auprc_mean", "auprc_std"]].iloc[0])
-        row["chance (phantoms)"] = f"{100 * ours['chance'].mean():.1f}" if len(ours) else "–"
-        row["RAD-DINO (paper)"] = f"{rad_dino.iloc[0]:.1f}" if len(rad_dino) else "–"
-        best = others.iloc[0]
-        row["best other (paper)"] = f"{best['value']:.1f} ({best['row']})"
-        rows.append(row)
+        rows.append(row | _ours_beside_paper_cells(ours, cells, paper_std=False))
     encoders = [f"{e} (phantoms)" for e in dict.fromkeys(frame["encoder"])]
     columns = ["paper column", *encoders, "chance (phantoms)"]
     columns += ["RAD-DINO (paper)", "best other (paper)"]
@@ -154,47 +173,32 @@ def lateral_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(f"paper Table A.1 has no column {column!r}")
         ours = frame[frame["finding"] == finding] if finding else frame.iloc[:0]
         row = {"paper column": column, "phantom finding": described}
-        for encoder, one in ours.groupby("encoder", sort=False):
-            row[f"{encoder} (phantoms)"] = mean_std_text(*one[["auprc_mean", "auprc_std"]].iloc[0])
-        row["chance (phantoms)"] = f"{100 * ours['chance'].mean():.1f}" if len(ours) else "–"
-        rad_dino = cells[cells["row"] == "RAD-DINO"]
-        others = cells[cells["row"] != "RAD-DINO"].sort_values("value", ascending=False)
-        if len(rad_dino):
-            row["RAD-DINO (paper)"] = mean_std_text(*rad_dino[["value", "std"]].iloc[0], scale=1)
-        best = others.iloc[0]
-        row["best other (paper)"] = (
-            f"{mean_std_text(best['value'], best['std'], scale=1)} ({best['row']})"
-        )
-        rows.append(row)
+        rows.append(row | _ours_beside_paper_cells(ours, cells, paper_std=True))
     columns = ["phantom finding", *(f"{e} (phantoms)" for e in encoders), "chance (phantoms)"]
     columns += ["RAD-DINO (paper)", "best other (paper)"]
     return pd.DataFrame(rows).set_index("paper column").reindex(columns=columns).fillna("–")
 
 
-def probe_phantoms(n: int, size: int, seed: int, runs_root: str = "runs"):
-    """The frontal phantoms (no masks) that the probe and metadata chapters share, cached.
+def probe_phantoms(n: int, size: int, seed: int, runs_root: str = "runs") -> DatasetFolder:
+    """The frontal phantoms (no masks) that the probe, metadata and report chapters share, cached.
 
-    One definition, so that chapter 08 reads exactly the folder (and cached features) of 06.
+    One definition, so that chapters 08 and 14 read exactly the folder (and cached features) of 06.
     """
-    from raddino.data.dataset_folder import DatasetFolder
-    from raddino.pipeline import phantom_folder
-
-    path = phantom_folder(
-        n, size, seed + 2, views=("PA", "AP"), with_masks=False, root=runs_root, quiet=True
-    )
-    return DatasetFolder.open(path)
+    return _probe_set(n, size, seed + 2, ("PA", "AP"), runs_root)
 
 
 def lateral_probe_phantoms(n: int, size: int, seed: int, runs_root: str = "runs") -> DatasetFolder:
     """Lateral-only phantoms (no masks) for chapter 06's Table A.1 probes, cached; their own seed
     stream (seed + 5), apart from the frontal probe set (seed + 2) and the releases' pretraining
     phantoms (train.seed 0)."""
+    return _probe_set(n, size, seed + 5, ("LATERAL",), runs_root)
+
+
+def _probe_set(n: int, size: int, seed: int, views: tuple[str, ...], runs_root: str):
     from raddino.data.dataset_folder import DatasetFolder
     from raddino.pipeline import phantom_folder
 
-    path = phantom_folder(
-        n, size, seed + 5, views=("LATERAL",), with_masks=False, root=runs_root, quiet=True
-    )
+    path = phantom_folder(n, size, seed, views=views, with_masks=False, root=runs_root, quiet=True)
     return DatasetFolder.open(path)
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -73,19 +72,19 @@ def run_report_generation(
 ) -> dict[str, Any]:
     """Train a decoder on `spec`'s frozen tokens (train split), write the test split's reports
     and score them. Returns scores, per-finding F1, texts, labels and the loss history."""
-    from raddino.data.phantom.report_labels import finding_names, label_report
+    from raddino.data.phantom.report_labels import finding_names, read_labels
     from raddino.eval.report_generation import generate_reports, train_report_generator
     from raddino.eval.report_metrics import bootstrap_scores, f1_per_finding, report_statistics
 
     texts = report_texts(folder)
-    split = folder.table["split"].to_numpy()
-    rows = {name: np.flatnonzero(split == name) for name in ("train", "val", "test")}
+    rows = {name: folder.split_indices(name) for name in ("train", "val", "test")}
     empty = [name for name, r in rows.items() if len(r) == 0]
     if empty:
         raise ValueError(f"{folder.root}: no images in split(s) {empty}")
     tokens = encoder_tokens(
-        spec, folder, config.grid_side, size=size, cache_dir=cache_dir, device=config.device
-    )
+        spec, folder, config.grid_side, size=size, cache_dir=cache_dir, device=config.device,
+        progress=progress,
+    )  # fmt: skip
     train, val, test = rows["train"], rows["val"], rows["test"]
     fitted = train_report_generator(
         tokens[train], [texts[i] for i in train], tokens[val], [texts[i] for i in val],
@@ -93,7 +92,7 @@ def run_report_generation(
     )  # fmt: skip
     generated = generate_reports(fitted, tokens[test], config, progress=progress)
     names = finding_names()
-    predicted = np.array([[label_report(g)[n] for n in names] for g in generated], dtype=int)
+    predicted = read_labels(generated)
     truth = folder.labels_array(names)[test]
     words = fitted["tokenizer"].words
     stats = report_statistics(

@@ -14,6 +14,9 @@ from __future__ import annotations
 import functools
 import re
 import string
+from collections.abc import Sequence
+
+import numpy as np
 
 from raddino.data.phantom.reports import _POSITIVE
 
@@ -96,3 +99,10 @@ def label_report(text: str) -> dict[str, int]:
                 for implied in _IMPLIED.get(name, ()):
                     labels[implied] = 1
     return labels
+
+
+def read_labels(texts: Sequence[str]) -> np.ndarray:
+    """(N, findings) 0/1 labels of many report texts, columns in `finding_names()` order."""
+    return np.array([list(label_report(t).values()) for t in texts], dtype=int).reshape(
+        len(texts), len(_POSITIVE)
+    )
