@@ -33,6 +33,12 @@
 # X-rays. The phantom findings are drawn by a simulator, so an encoder may solve them by cues
 # that real images do not carry (or miss subtleties real images have). Read our numbers against
 # each other and against chance, never against the paper's columns.
+#
+# **On real data.** Set the profile's `probe_datasets` to dataset folders written by `raddino
+# index` (chapter 11) and the same cells probe their frontal images instead of phantoms: VinDr-CXR
+# reproduces Table 3, CANDID-PTX and RSNA Pneumonia Table 4, and each label lands beside the
+# paper's column for it. `lateral_probe_datasets` does the same for Table A.1 with PadChest's
+# lateral images, each finding a balanced task as in the paper's Appendix A.2.
 
 # %% tags=["parameters"]
 # Parameters: `raddino book --profile NAME` injects the profile's values here (papermill).
@@ -47,26 +53,29 @@ probe_size = 224  # phantom side in pixels
 probe_seeds = 5  # seeds, each with its own subject-level split
 probe_c = 0.1  # inverse L2 strength of the logistic-regression probes
 lateral_probe_n = 600  # lateral-only phantoms for Table A.1 (their own seed stream)
+probe_datasets = []  # real dataset folders to probe instead (frontal images: Tables 3 and 4)
+lateral_probe_datasets = []  # real folders whose lateral images Table A.1 probes (PadChest)
 
 # %%
 import matplotlib.pyplot as plt
-import seaborn as sns
 import torch
 from IPython.display import display
 
-from raddino.eval.ablations import cached_cls
-from raddino.eval.probe import ProbeConfig, run_probes
-from raddino.eval.probe_tables import probe_frame, probe_phantoms, probe_table
+from raddino.eval.probe_datasets import not_probed_text, probe_results, probe_sets
+from raddino.eval.probe_tables import probe_frame, probe_table
 from raddino.eval.tables import encoders_to_compare
+from raddino.viz.plots import probe_auprc_bars
 
 torch.set_num_threads(2)
 specs = encoders_to_compare(encoders)
-# Rendered once and cached under runs/phantoms/<hash>/; chapter 08 reads the same phantoms.
-folder = probe_phantoms(probe_n, probe_size, seed, runs_root)
-print(
-    f"{len(folder)} frontal phantoms of {probe_size} px, "
-    f"{folder.table['subject_id'].nunique()} subjects; encoders: {specs}"
+# Phantoms are rendered once and cached under runs/phantoms/<hash>/ (chapters 08 and 14 read the
+# same ones); real folders in `probe_datasets` are read where `raddino index` wrote them.
+frontal_sets = probe_sets(
+    probe_datasets, lateral=False, n=probe_n, size=probe_size, seed=seed, runs_root=runs_root
 )
+for probe_set in frontal_sets:
+    print(probe_set.describe())
+print(f"encoders: {specs}")
 
 # %% [markdown]
 # ## Features, once per encoder
@@ -75,29 +84,14 @@ print(
 # encoder over the phantoms and caches the features on disk (keyed by the encoder's weights,
 # preprocessing and the dataset), so the metadata chapter and any rerun read them instead of
 # recomputing. The probe is a standardised logistic regression per finding (scikit-learn), the
-# same for every encoder.
+# same for every encoder (`raddino.eval.probe_datasets.probe_results`).
 
 # %%
-features = {  # spec -> (N, C) class tokens, cached (pixels keep their own grid)
-    spec: cached_cls(spec, folder, size=image_size, seed=seed, runs_root=runs_root, device=device)
-    for spec in specs
-}
-config = ProbeConfig(method="sklearn", seeds=probe_seeds, c=probe_c, split_seed=seed)
-results = {
-    spec: run_probes(
-        cls_nc,
-        folder.labels_array(),
-        folder.table["subject_id"].to_numpy(),
-        folder.label_names,
-        config,
-        progress=False,
-    )
-    for spec, cls_nc in features.items()
-}
-for spec, result in results.items():
-    width = features[spec].shape[1]
-    skipped = result["labels_not_probed"] or "none"
-    print(f"{spec}: {width}-d features; not probed (no positives in a split): {skipped}")
+probe_options = dict(
+    seeds=probe_seeds, c=probe_c, size=image_size, seed=seed, runs_root=runs_root, device=device
+)
+results = {s.name: probe_results(s, specs, **probe_options) for s in frontal_sets}
+print(not_probed_text(results))
 
 # %% [markdown]
 # ## AUPRC per finding
@@ -107,32 +101,18 @@ for spec, result in results.items():
 # each seed could score.
 
 # %%
-ours = probe_frame(results)
-table = probe_table(ours, folder.label_names)
-display(table.T)
+frames = {name: probe_frame(by_encoder) for name, by_encoder in results.items()}
+tables = {s.name: probe_table(frames[s.name], s.labels) for s in frontal_sets}
+for name, table in tables.items():
+    print(name)
+    display(table.T)
 
 # %%
-order = list(table.columns)
-chance = ours[ours["finding"] != "macro"].groupby("finding")["chance"].mean()
-plot_frame = ours.assign(auprc=100 * ours["auprc_mean"], sd=100 * ours["auprc_std"])
-fig, ax = plt.subplots(figsize=(11, 3.8))
-sns.barplot(data=plot_frame, x="finding", y="auprc", hue="encoder", order=order, ax=ax)
-positions = {name: k for k, name in enumerate(order)}
-ax.scatter(
-    [positions[n] for n in chance.index],
-    100 * chance.to_numpy(),
-    marker="_",
-    s=400,
-    c="black",
-    zorder=3,
-    label="chance (prevalence)",
-)
-ax.set_ylabel(f"AUPRC % (mean of {probe_seeds} seeds)")
-ax.set_xlabel("")
-ax.set_ylim(0, 100)
-ax.tick_params(axis="x", rotation=35)
-ax.legend(fontsize=8, ncols=3, loc="upper right")
-fig.tight_layout()
+for name, table in tables.items():
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    probe_auprc_bars(ax, frames[name], list(table.columns), probe_seeds)
+    ax.set_title(name, fontsize=10)
+    fig.tight_layout()
 
 # %% [markdown]
 # Findings differ in how far above chance *any* encoder gets. Large, bright or shape-changing
@@ -149,15 +129,19 @@ fig.tight_layout()
 # Table 3 (VinDr-CXR, six findings and their aggregate) and Table 4 (CANDID-PTX: pneumothorax,
 # chest tube, rib fracture; RSNA Pneumonia: AUPRC and AUROC), as the paper prints them (AUPRC %,
 # mean over five seeds; Δ = RAD-DINO minus the best other model). They are real-data numbers from
-# ViT-B-sized models at 518 px and are shown for orientation, not for comparison with phantoms.
-# First, each phantom finding that has a column in those tables, our AUPRC beside the paper's
-# RAD-DINO and its best other model:
+# ViT-B-sized models at 518 px and are shown for orientation, not for comparison with phantoms
+# (on a real folder of the paper's datasets they are the comparison). First, each finding that
+# has a column in those tables, our AUPRC beside the paper's RAD-DINO and its best other model:
 
 # %%
-from raddino.eval.probe_tables import probe_beside_paper
 from raddino.paper import paper_table
 
-display(probe_beside_paper(ours))
+for probe_set in frontal_sets:
+    beside = probe_set.beside_paper(frames[probe_set.name])
+    if beside is None:
+        print(f"{probe_set.name}: the paper's probing tables have no column for this dataset")
+    else:
+        display(beside)
 
 # %% [markdown]
 # The paper's tables in full, with the rows it prints:
@@ -196,52 +180,44 @@ display(paper_table("4", wide=True))
 # leaves images); pixels and the untrained ViT are the floors.
 
 # %%
-from raddino.eval.probe_tables import drawn_labels, lateral_probe_phantoms
-
-lateral = lateral_probe_phantoms(lateral_probe_n, probe_size, seed, runs_root)
-lateral_labels = drawn_labels(lateral)
-print(
-    f"{len(lateral)} lateral phantoms of {probe_size} px, "
-    f"{lateral.table['subject_id'].nunique()} subjects, views {sorted(set(lateral.table['view']))}"
+lateral_sets = probe_sets(
+    lateral_probe_datasets,
+    lateral=True,
+    n=lateral_probe_n,
+    size=probe_size,
+    seed=seed,
+    runs_root=runs_root,
 )
-print(f"probed (drawn on laterals): {lateral_labels}")
-print(f"not drawn on laterals: {[n for n in lateral.label_names if n not in lateral_labels]}")
+for probe_set in lateral_sets:
+    print(probe_set.describe())
 
 # %%
-lateral_features = {
-    spec: cached_cls(spec, lateral, size=image_size, seed=seed, runs_root=runs_root, device=device)
-    for spec in specs
-}
-lateral_results = {
-    spec: run_probes(
-        cls_nc,
-        lateral.labels_array(lateral_labels),
-        lateral.table["subject_id"].to_numpy(),
-        lateral_labels,
-        config,
-        progress=False,
-    )
-    for spec, cls_nc in lateral_features.items()
-}
-for spec, result in lateral_results.items():
-    print(f"{spec}: not probed (no positives in a split): {result['labels_not_probed'] or 'none'}")
+lateral_results = {s.name: probe_results(s, specs, **probe_options) for s in lateral_sets}
+print(not_probed_text(lateral_results))
 
 # %% [markdown]
 # AUPRC per finding on the lateral phantoms (%, mean ± std over the seeds; chance is the
 # test-set prevalence):
 
 # %%
-lateral_ours = probe_frame(lateral_results)
-display(probe_table(lateral_ours, lateral_labels).T)
+lateral_frames = {name: probe_frame(by_encoder) for name, by_encoder in lateral_results.items()}
+for probe_set in lateral_sets:
+    print(probe_set.name)
+    display(probe_table(lateral_frames[probe_set.name], probe_set.labels).T)
 
 # %% [markdown]
 # The paper's question is whether an encoder *loses* on laterals. Frontal against lateral, as
-# the mean AUPRC over the findings both sets probe (every finding but rib fractures):
+# the mean AUPRC over the findings every set probes (on phantoms, every finding but rib
+# fractures; real datasets of different labels share none):
 
 # %%
-from raddino.eval.probe_tables import shared_findings_mean
+from raddino.eval.probe_tables import shared_findings, shared_findings_mean
 
-display(shared_findings_mean({"frontal": ours, "lateral": lateral_ours}))
+every_set = {**frames, **lateral_frames}
+if shared_findings(every_set):
+    display(shared_findings_mean(every_set))
+else:
+    print(f"the probe sets {list(every_set)} share no finding")
 
 # %% [markdown]
 # Beside the paper: only pleural effusion has a phantom counterpart. The phantoms have no
@@ -250,14 +226,18 @@ display(shared_findings_mean({"frontal": ours, "lateral": lateral_ours}))
 # blunting is part of every phantom effusion.
 
 # %%
-from raddino.eval.probe_tables import lateral_beside_paper
-
-display(lateral_beside_paper(lateral_ours))
+for probe_set in lateral_sets:
+    beside = probe_set.beside_paper(lateral_frames[probe_set.name])
+    if beside is None:
+        print(f"{probe_set.name}: Table A.1 has no column for this dataset")
+    else:
+        display(beside)
 print("Table A.1: PadChest laterals, linear probing of frozen backbones, AUPRC % (mean of 5 seeds)")
 display(paper_table("A.1", wide=True))
 
 # %% [markdown]
-# What the lateral numbers show (cpu profile: 600 lateral phantoms, five seeds):
+# What the lateral numbers show (cpu profile: 600 lateral phantoms, five seeds; this reading is
+# of the phantom run the book ships):
 #
 # - **Raw pixels are the strongest lateral encoder**, by a wide margin: a macro AUPRC near 40 %
 #   against under 30 % for every ViT, and about 80 % on pleural effusion against 33-43 % for the

@@ -219,7 +219,11 @@ show("evaluate")
 #
 # A profile is the one file that says which sizes, weights and data the chapters use.
 # `profiles/gpu-paper.yml` follows the paper's settings; its comments say what to edit (local
-# weights folders instead of hub ids where there is no network; your dataset roots). Loaded and
+# weights folders instead of hub ids where there is no network; your dataset roots). Chapter 06
+# reads the folders indexed above when the profile lists them: `probe_datasets` (e.g.
+# `<datasets_dir>/vindr-cxr`, `candid-ptx`, `rsna-pneumonia`: the paper's Tables 3 and 4) and
+# `lateral_probe_datasets` (`padchest`: Table A.1, each finding a balanced task), each label set
+# beside the paper's column for it; the other chapters stay on phantoms. Loaded and
 # validated by the book's own loader against every chapter's `parameters` cell — an unknown key,
 # a per-chapter override a chapter does not declare, or a value of the wrong type stops here:
 

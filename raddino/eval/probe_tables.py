@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def probe_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """Long frame of `run_probes` summaries: encoder, finding, AUPRC mean/std, chance, seeds.
+    """Long frame of `run_probes` summaries: encoder, finding, AUPRC mean/std, chance, seeds,
+    AUROC mean/std.
 
     One row per (encoder, probed finding) plus a "macro" row per encoder; AUPRC in [0, 1].
     """
@@ -36,9 +37,11 @@ def probe_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
                     "auprc_std": scores["auprc"]["std"],
                     "chance": scores["prevalence"]["mean"],
                     "seeds": scores["auprc"]["n"],
+                    "auroc_mean": scores["auroc"]["mean"],
+                    "auroc_std": scores["auroc"]["std"],
                 }
             )
-        macro = summary["macro"]["auprc"]
+        macro, macro_auroc = summary["macro"]["auprc"], summary["macro"]["auroc"]
         rows.append(
             {
                 "encoder": encoder,
@@ -47,9 +50,12 @@ def probe_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
                 "auprc_std": macro["std"],
                 "chance": np.nan,
                 "seeds": macro["n"],
+                "auroc_mean": macro_auroc["mean"],
+                "auroc_std": macro_auroc["std"],
             }
         )
     columns = ["encoder", "finding", "auprc_mean", "auprc_std", "chance", "seeds"]
+    columns += ["auroc_mean", "auroc_std"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -66,11 +72,16 @@ def probe_table(frame: pd.DataFrame, label_names: Sequence[str]) -> pd.DataFrame
     return table
 
 
+def shared_findings(frames: Mapping[str, pd.DataFrame]) -> set[str]:
+    """The findings (not "macro") that every `probe_frame` in `frames` probed."""
+    findings = [set(f.loc[f["finding"] != "macro", "finding"]) for f in frames.values()]
+    return set.intersection(*findings) if findings else set()
+
+
 def shared_findings_mean(frames: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Encoders x probe sets (e.g. frontal, lateral): mean AUPRC % over the findings that every
     set probed (so sets of different findings compare), with a last row of mean chance."""
-    findings = [set(f.loc[f["finding"] != "macro", "finding"]) for f in frames.values()]
-    shared = set.intersection(*findings) if findings else set()
+    shared = shared_findings(frames)
     if not shared:
         raise ValueError("the probe frames share no finding")
     columns = {}
@@ -98,12 +109,17 @@ PAPER_PROBE_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
-def _ours_beside_paper_cells(
-    ours: pd.DataFrame, cells: pd.DataFrame, *, paper_std: bool
+def ours_beside_paper_cells(
+    ours: pd.DataFrame,
+    cells: pd.DataFrame,
+    *,
+    paper_std: bool,
+    where: str = "phantoms",
+    metric: str = "auprc",
 ) -> dict[str, str]:
-    """One finding's row cells: our AUPRC per encoder and chance (from `probe_frame` rows), the
-    paper's RAD-DINO and its best other model (from its model `cells`), with the paper's std if
-    `paper_std`."""
+    """One finding's row cells: our `metric` per encoder and chance (from `probe_frame` rows, data
+    named `where`), the paper's RAD-DINO and its best other model (from its model `cells`), with
+    the paper's std if `paper_std`. Chance is the prevalence, so an AUROC row has 50."""
 
     def paper_text(cell: pd.Series) -> str:
         return (
@@ -113,10 +129,11 @@ def _ours_beside_paper_cells(
         )
 
     row = {
-        f"{encoder} (phantoms)": mean_std_text(*one[["auprc_mean", "auprc_std"]].iloc[0])
+        f"{encoder} ({where})": mean_std_text(*one[[f"{metric}_mean", f"{metric}_std"]].iloc[0])
         for encoder, one in ours.groupby("encoder", sort=False)
     }
-    row["chance (phantoms)"] = f"{100 * ours['chance'].mean():.1f}" if len(ours) else "–"
+    chance = 100 * ours["chance"].mean() if metric == "auprc" else 50.0
+    row[f"chance ({where})"] = f"{chance:.1f}" if len(ours) else "–"
     rad_dino = cells[cells["row"] == "RAD-DINO"]
     if len(rad_dino):
         row["RAD-DINO (paper)"] = paper_text(rad_dino.iloc[0])
@@ -139,7 +156,7 @@ def probe_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
         if cells.empty:
             raise ValueError(f"paper Table {table} has no column {column!r}")
         row = {"finding": finding, "paper column": f"Table {table}: {column}"}
-        rows.append(row | _ours_beside_paper_cells(ours, cells, paper_std=False))
+        rows.append(row | ours_beside_paper_cells(ours, cells, paper_std=False))
     encoders = [f"{e} (phantoms)" for e in dict.fromkeys(frame["encoder"])]
     columns = ["paper column", *encoders, "chance (phantoms)"]
     columns += ["RAD-DINO (paper)", "best other (paper)"]
@@ -173,7 +190,7 @@ def lateral_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(f"paper Table A.1 has no column {column!r}")
         ours = frame[frame["finding"] == finding] if finding else frame.iloc[:0]
         row = {"paper column": column, "phantom finding": described}
-        rows.append(row | _ours_beside_paper_cells(ours, cells, paper_std=True))
+        rows.append(row | ours_beside_paper_cells(ours, cells, paper_std=True))
     columns = ["phantom finding", *(f"{e} (phantoms)" for e in encoders), "chance (phantoms)"]
     columns += ["RAD-DINO (paper)", "best other (paper)"]
     return pd.DataFrame(rows).set_index("paper column").reindex(columns=columns).fillna("–")

@@ -161,3 +161,29 @@ def paired_difference_bars(ax, frame: Any, ylabel: str = "Δ Dice, points (95 % 
     ax.set_xticks(range(len(structures)), [s.replace("_", " ") for s in structures])
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8)
+
+
+def probe_auprc_bars(ax, frame: Any, order: Sequence[str], seeds: int) -> None:
+    """Grouped bars of AUPRC % per finding (x, in `order`) and encoder (hue) from a `probe_frame`,
+    with each finding's chance (test prevalence) as a black tick."""
+    import seaborn as sns
+
+    plot_frame = frame.assign(auprc=100 * frame["auprc_mean"])
+    sns.barplot(data=plot_frame, x="finding", y="auprc", hue="encoder", order=order, ax=ax)
+    chance = frame[frame["finding"] != "macro"].groupby("finding")["chance"].mean()
+    positions = {name: k for k, name in enumerate(order)}
+    shown = [name for name in chance.index if name in positions]
+    ax.scatter(
+        [positions[name] for name in shown],
+        100 * chance[shown].to_numpy(),
+        marker="_",
+        s=400,
+        c="black",
+        zorder=3,
+        label="chance (prevalence)",
+    )
+    ax.set_ylabel(f"AUPRC % (mean of {seeds} seeds)")
+    ax.set_xlabel("")
+    ax.set_ylim(0, 100)
+    ax.tick_params(axis="x", rotation=35)
+    ax.legend(fontsize=8, ncols=3, loc="upper right")
