@@ -51,7 +51,7 @@ def index_dataset(
     header gives one; `fractions` (train, val, test) override the dataset's default split shares
     for subjects without an official split. Rerunning resumes: masks already written are kept.
     """
-    from raddino.data.dataset_folder import write_index
+    from raddino.data.dataset_folder import METADATA_COLUMNS, write_index
     from raddino.data.splits import check_label_positives, subject_split
     from raddino.utils import versions
 
@@ -91,7 +91,7 @@ def index_dataset(
         table, parsed.labels, source=f"{name} index", on_missing="warn"
     )
 
-    metadata = [c for c in ("sex", "age") if c in table]
+    metadata = [c for c in METADATA_COLUMNS if c in table]
     info = {
         "name": name,
         "labels": parsed.labels,
@@ -103,6 +103,7 @@ def index_dataset(
             "root": str(root),
             "uncertain": options.uncertain,
             "reader_vote": options.reader_vote,
+            "mimic_iv": options.mimic_iv,
             "views": list(views) if views else None,
             "default_view": default_view,
             "split_fractions_for_unsplit_subjects": list(shares),

@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="VinDr-CXR training labels: 'any' reader (default) or a strict 'majority'",
     )
     parser.add_argument(
+        "--mimic-iv",
+        default="",
+        help="MIMIC-CXR: a MIMIC-IV folder (hosp/patients, hosp/omr) for sex, age, height, "
+        "weight and BMI (the paper's Table 7)",
+    )
+    parser.add_argument(
         "--views", default="", help="keep only these views, e.g. 'lateral' or 'pa,ap'"
     )
     parser.add_argument(
@@ -64,8 +70,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dataset not in DATASET_CHOICES:
         raise ValueError(f"--dataset: unknown {args.dataset!r}; choose among {DATASET_CHOICES}")
+    if args.mimic_iv.strip() and args.dataset != "mimic-cxr":
+        raise ValueError(f"--mimic-iv: only for --dataset mimic-cxr, not {args.dataset!r}")
     try:
-        options = AdapterOptions(uncertain=args.uncertain, reader_vote=args.reader_vote)
+        options = AdapterOptions(
+            uncertain=args.uncertain,
+            reader_vote=args.reader_vote,
+            mimic_iv=args.mimic_iv.strip() or None,
+        )
     except ValueError as err:
         raise ValueError(str(err)) from None
     views = [_view(v, "--views") for v in args.views.split(",") if v.strip()] or None

@@ -22,6 +22,7 @@ class AdapterOptions:
 
     uncertain: str = "unknown"  # CheXpert-style -1: "unknown" (blank), "negative" (0), "positive"
     reader_vote: str = "any"  # VinDr-CXR: positive if "any" reader, or a strict "majority"
+    mimic_iv: str | None = None  # MIMIC-CXR: a MIMIC-IV folder that gives patient metadata
 
     def __post_init__(self) -> None:
         if self.uncertain not in UNCERTAIN_POLICIES:

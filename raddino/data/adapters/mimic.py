@@ -1,9 +1,12 @@
-"""MIMIC-CXR-JPG 2.0.0: CheXpert labels per study, view per image, official split per image."""
+"""MIMIC-CXR-JPG 2.0.0: CheXpert labels per study, view per image, official split per image, and
+with a MIMIC-IV folder (`--mimic-iv`) the patients' sex, age, height, weight and BMI (Table 7)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+
+import pandas as pd
 
 from raddino.data.adapters.common import (
     AdapterOptions,
@@ -14,6 +17,7 @@ from raddino.data.adapters.common import (
     map_views,
     read_csv_checked,
 )
+from raddino.data.adapters.mimic_iv import MIMIC_IV_COLUMNS, OMR_WINDOW_DAYS, mimic_iv_metadata
 
 CHEXPERT_FINDINGS: tuple[str, ...] = (
     "No Finding",
@@ -43,14 +47,18 @@ def parse_mimic_cxr(root: Path, options: AdapterOptions) -> ParsedDataset:
 
     Uncertain (-1) follows `options.uncertain` (default: unknown, i.e. blank); blank = unknown.
     Images of studies without a CheXpert row keep all labels blank (the labeler left them out).
+    With `options.mimic_iv`, metadata come from MIMIC-IV at each image's StudyDate.
     """
     labels_path = find_label_file(root, LABELS_FILE)
     metadata_path = find_label_file(root, METADATA_FILE)
     split_path = find_label_file(root, SPLIT_FILE)
     ids = ["subject_id", "study_id"]
     labels = read_csv_checked(labels_path, [*ids, *CHEXPERT_FINDINGS], dtype={c: str for c in ids})
+    dated = ["StudyDate"] if options.mimic_iv else []
     metadata = read_csv_checked(
-        metadata_path, ["dicom_id", *ids, "ViewPosition"], dtype={c: str for c in ids}
+        metadata_path,
+        ["dicom_id", *ids, "ViewPosition", *dated],
+        dtype={c: str for c in [*ids, "StudyDate"]},
     )
     splits = read_csv_checked(split_path, ["dicom_id", "split"], dtype={"dicom_id": str})
     duplicated = labels.duplicated(ids)
@@ -81,16 +89,41 @@ def parse_mimic_cxr(root: Path, options: AdapterOptions) -> ParsedDataset:
         f"files/p{s[:2]}/p{s}/s{st}/{d}.jpg"
         for s, st, d in zip(table["subject_id"], table["study_id"], table["dicom_id"], strict=True)
     ]
+    notes = [
+        f"labels: CheXpert labeler per study ({LABELS_FILE}); -1 (uncertain) -> "
+        f"{options.uncertain}; blank -> unknown",
+        "subject_id: MIMIC's de-identified subject_id; split: official (validate -> val)",
+    ]
+    columns = ["image", "subject_id", "view", "split", *CHEXPERT_FINDINGS, "study_id"]
+    if options.mimic_iv:
+        table = _with_mimic_iv(table, metadata, metadata_path, Path(options.mimic_iv))
+        columns += list(MIMIC_IV_COLUMNS)
+        notes.append(
+            "metadata: MIMIC-IV hosp/patients (sex; age = anchor_age + study year - anchor_year) "
+            f"and hosp/omr (height, weight, BMI nearest the study, within {OMR_WINDOW_DAYS} days)"
+        )
     table = drop_unmapped_views(table)
     return ParsedDataset(
         name="mimic-cxr",
-        table=table[["image", "subject_id", "view", "split", *CHEXPERT_FINDINGS, "study_id"]],
+        table=table[columns],
         labels=list(CHEXPERT_FINDINGS),
         image_root=root,
         excluded=excluded,
-        notes=[
-            f"labels: CheXpert labeler per study ({LABELS_FILE}); -1 (uncertain) -> "
-            f"{options.uncertain}; blank -> unknown",
-            "subject_id: MIMIC's de-identified subject_id; split: official (validate -> val)",
-        ],
+        notes=notes,
     )
+
+
+def _with_mimic_iv(
+    table: pd.DataFrame, metadata: pd.DataFrame, metadata_path: Path, mimic_iv: Path
+) -> pd.DataFrame:
+    """`table` with MIMIC_IV_COLUMNS from MIMIC-IV at each image's StudyDate (YYYYMMDD)."""
+    study_date = pd.to_datetime(metadata["StudyDate"].str.strip(), format="%Y%m%d", errors="coerce")
+    if study_date.isna().any():
+        value = metadata["StudyDate"][study_date.isna()].iloc[0]
+        raise ValueError(f"{metadata_path}: StudyDate {value!r} is not a YYYYMMDD date")
+    dates = dict(zip(metadata["dicom_id"], study_date, strict=True))
+    studies = pd.DataFrame(
+        {"subject_id": table["subject_id"], "study_date": table["dicom_id"].map(dates)}
+    )
+    joined = mimic_iv_metadata(mimic_iv, studies)
+    return table.assign(**{c: joined[c].to_numpy() for c in MIMIC_IV_COLUMNS})
