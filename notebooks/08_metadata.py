@@ -34,6 +34,11 @@
 # calcification and aortic unfolding with age.
 # What is readable here says how much of *those rules* survives in the features, not how well a
 # real X-ray reveals a real patient's age.
+#
+# **On real data.** Index MIMIC-CXR with its MIMIC-IV records (`raddino index --dataset mimic-cxr
+# --mimic-iv DIR`: sex, age at the study, and height, weight and BMI measured nearest it) and set
+# the profile's `metadata_dataset` to that folder: the same cells then measure the paper's
+# selection, the frontal images whose report says "No Finding", beside Table 7.
 
 # %% tags=["parameters"]
 # Parameters: `raddino book --profile NAME` injects the profile's values here (papermill).
@@ -46,6 +51,7 @@ encoders = ["pixels:32", "random:vit_tiny"]  # encoder specs; released checkpoin
 probe_n = 600  # phantoms (the same as chapter 06's probes)
 probe_size = 224  # phantom side in pixels
 metadata_folds = 5  # cross-validation folds, by subject
+metadata_dataset = ""  # a real dataset folder with patient metadata instead (MIMIC-CXR: Table 7)
 
 # %%
 import warnings
@@ -58,7 +64,7 @@ from IPython.display import display
 
 from raddino.eval.ablations import cached_cls
 from raddino.eval.metadata import MetadataConfig
-from raddino.eval.probe_tables import probe_phantoms
+from raddino.eval.probe_datasets import metadata_folder
 from raddino.eval.tables import (
     encoders_to_compare,
     metadata_beside_paper,
@@ -68,10 +74,13 @@ from raddino.eval.tables import (
 
 torch.set_num_threads(2)
 specs = encoders_to_compare(encoders)
-folder = probe_phantoms(probe_n, probe_size, seed, runs_root)
+# Chapter 06's frontal phantoms, or the frontal "No Finding" images of `metadata_dataset`.
+folder, data_name = metadata_folder(
+    metadata_dataset, n=probe_n, size=probe_size, seed=seed, runs_root=runs_root
+)
 print(
-    f"{len(folder)} frontal phantoms, {folder.table['subject_id'].nunique()} subjects; "
-    f"encoders: {specs}"
+    f"{len(folder)} frontal images ({data_name}), {folder.table['subject_id'].nunique()} "
+    f"subjects; encoders: {specs}"
 )
 
 # %% [markdown]
@@ -115,7 +124,7 @@ ours = metadata_frame(results)
 not_measured = ours[ours["note"] != ""]
 if len(not_measured):
     display(not_measured[["encoder", "variable", "note"]])
-display(metadata_beside_paper(ours))
+display(metadata_beside_paper(ours, where=data_name))
 
 # %% [markdown]
 # The rows marked "(phantoms)" are ours (accuracy %, mean ± std over the folds) with the

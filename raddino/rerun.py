@@ -77,6 +77,7 @@ class RerunSetup:
     dinov2_dir: str = "/models/dinov2-base"
     dataset_roots: Mapping[str, str] = field(default_factory=dict)  # name -> original download
     datasets_dir: str = "/data/raddino"  # indexed dataset folders, one per dataset
+    mimic_iv_dir: str = ""  # MIMIC-IV (hosp/patients, hosp/omr): Table 7's metadata for MIMIC-CXR
     pretrain_dataset: str = "mimic-cxr"
     runs_root: str = "runs"
     pretrain_out: str = ""  # the pretraining run folder; default <runs_root>/pretrain-paper
@@ -153,16 +154,16 @@ def weights_commands(setup: RerunSetup) -> list[ShownCommand]:
 
 
 def index_commands(setup: RerunSetup) -> list[ShownCommand]:
-    """`raddino index` for every supported dataset, into `datasets_dir/<name>`."""
-    return [
-        ShownCommand(
-            "index",
-            f"index {name}",
-            ("raddino", "index", "--dataset", name)
-            + ("--root", setup.dataset_root(name), "--out", setup.dataset_folder(name)),
-        )
-        for name in dataset_names()
-    ]
+    """`raddino index` for every supported dataset, into `datasets_dir/<name>`; MIMIC-CXR with
+    its MIMIC-IV metadata where `mimic_iv_dir` is set."""
+    commands = []
+    for name in dataset_names():
+        argv = ("raddino", "index", "--dataset", name)
+        argv += ("--root", setup.dataset_root(name), "--out", setup.dataset_folder(name))
+        if name == "mimic-cxr" and setup.mimic_iv_dir:
+            argv += ("--mimic-iv", setup.mimic_iv_dir)
+        commands.append(ShownCommand("index", f"index {name}", argv))
+    return commands
 
 
 def _pretrain_argv(setup: RerunSetup, init: str, out: str, resume: bool = False) -> list[str]:

@@ -20,6 +20,7 @@ from raddino.eval.probe_datasets import (
     PAPER_COLUMNS,
     balanced_tasks,
     dataset_beside_paper,
+    metadata_set,
     not_probed_text,
     probe_results,
     probe_sets,
@@ -31,10 +32,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def made_dataset(
-    root: Path, name: str, labels: list[str], views: list[str], seed: int = 0
+    root: Path,
+    name: str,
+    labels: list[str],
+    views: list[str],
+    seed: int = 0,
+    metadata: bool = False,
 ) -> DatasetFolder:
     """A dataset folder laid out as `raddino index` writes a real one: images under a separate
-    original root (image_root), two images per subject, each label drawn as a bright square."""
+    original root (image_root), two images per subject, each label drawn as a bright square;
+    with `metadata`, sex, age, height, weight and BMI per subject (sex drawn as a bar)."""
     rng = np.random.default_rng(seed)
     originals = root / f"{name}-original"
     rows = []
@@ -44,15 +51,32 @@ def made_dataset(
         for k, positive in enumerate(values):
             if positive:
                 image[4 + 8 * k : 10 + 8 * k, 10:40] += 0.6
+        subject = np.random.default_rng(1000 + i // 2)  # the same draws for a subject's images
+        female = bool(subject.random() < 0.5)
+        if metadata and female:
+            image[48:54, 4:50] += 0.5
         path = f"files/p{i // 2}/img{i}.png"
         (originals / path).parent.mkdir(parents=True, exist_ok=True)
         write_png(originals / path, (np.clip(image, 0, 1) * 65535).astype(np.uint16))
-        rows.append(
-            {"image": path, "subject_id": f"s{i // 2}", "view": view}
-            | {label: int(v) for label, v in zip(labels, values, strict=True)}
-        )
+        row = {"image": path, "subject_id": f"s{i // 2}", "view": view}
+        row |= {label: int(v) for label, v in zip(labels, values, strict=True)}
+        if metadata:
+            height, weight = subject.uniform(150, 195), subject.uniform(45, 120)
+            row |= {"sex": "F" if female else "M", "age": subject.uniform(18, 95)}
+            row |= {"height_cm": height, "weight_kg": weight, "bmi": weight / (height / 100) ** 2}
+        rows.append(row)
     info = {"name": name, "labels": labels, "image_root": f"../{name}-original"}
     return write_index(root / name, pd.DataFrame(rows), info)
+
+
+def _outputs_text(path: Path) -> str:
+    """The printed and displayed text of an executed notebook."""
+    notebook = json.loads(path.read_text())
+    return "\n".join(
+        "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
+        for cell in notebook["cells"]
+        for output in cell.get("outputs", [])
+    )
 
 
 def test_paper_columns_name_the_adapters_labels():
@@ -187,15 +211,44 @@ def test_chapter_06_probes_real_dataset_folders_beside_the_paper(tmp_path):
     (root / "profiles" / "real.yml").write_text(yaml.safe_dump(profile))
     summary = run_book("real", root, ["06_linear_probes"], progress=False, log=lambda _: None)
     assert summary["06_linear_probes"]["status"] == "executed"
-    notebook = json.loads((root / "book" / "06_linear_probes.ipynb").read_text())
-    text = "\n".join(
-        "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/plain", ""))
-        for cell in notebook["cells"]
-        for output in cell.get("outputs", [])
-    )
+    text = _outputs_text(root / "book" / "06_linear_probes.ipynb")
     assert "vindr-cxr: 48 images (PA 48), 24 subjects" in text
     assert "padchest: 40 images (LATERAL 40)" in text and "balanced task" in text
     assert "Table 3: CM" in text and "Table 4: AUROC" in text
     assert "Vertebral Deg. Changes" in text
     assert "pixels:8 (vindr-cxr)" in text and "pixels:8 (padchest)" in text
     assert "frontal phantoms" not in text and "lateral phantoms" not in text  # no phantom set
+
+
+def test_metadata_set_keeps_frontal_no_finding_images_and_needs_metadata(tmp_path):
+    views = ["PA", "LATERAL", "AP", "AP"] * 6
+    folder = made_dataset(tmp_path, "mimic-cxr", ["No Finding", "Edema"], views, metadata=True)
+    chosen = metadata_set(folder.root, str(tmp_path / "runs"))
+    expected = folder.table[
+        folder.table["view"].isin(["PA", "AP"]) & (folder.table["No Finding"] == 1)
+    ]
+    assert list(chosen.table["image"]) == list(expected["image"])
+    assert chosen.info["metadata"] == ["sex", "age", "height_cm", "weight_kg", "bmi"]
+    assert chosen.info["subset_of"]["label"] == {"No Finding": 1}
+    np.testing.assert_allclose(chosen.table["bmi"], expected["bmi"], rtol=1e-6)
+    plain = made_dataset(tmp_path, "vindr-cxr", list(VINDR_FINDINGS), ["PA"] * 4)
+    with pytest.raises(ValueError, match="vindr-cxr/dataset.json: no patient metadata columns"):
+        metadata_set(plain.root)
+
+
+def test_chapter_08_measures_a_real_folder_beside_table_7(tmp_path):
+    from raddino.book import copy_book_sources, run_book
+
+    views = ["PA", "AP"] * 40
+    folder = made_dataset(tmp_path / "data", "mimic-cxr", ["No Finding"], views, metadata=True)
+    root = copy_book_sources(REPO, tmp_path / "root")
+    profile = yaml.safe_load((root / "profiles" / "smoke.yml").read_text())
+    profile["parameters"]["encoders"] = ["pixels:8"]
+    profile.setdefault("chapters", {})["08_metadata"] = {"metadata_dataset": str(folder.root)}
+    (root / "profiles" / "real.yml").write_text(yaml.safe_dump(profile))
+    summary = run_book("real", root, ["08_metadata"], progress=False, log=lambda _: None)
+    assert summary["08_metadata"]["status"] == "executed"
+    text = _outputs_text(root / "book" / "08_metadata.ipynb")
+    positives = int((folder.table["No Finding"] == 1).sum())
+    assert f"{positives} frontal images (mimic-cxr)" in text
+    assert "pixels:8 (mimic-cxr)" in text and "RAD-DINO (paper, MIMIC-CXR)" in text

@@ -31,6 +31,7 @@ from raddino.rerun import (
     all_commands,
     book_commands,
     check_command,
+    index_commands,
     pretrain_commands,
     pretrain_plan,
     supported_datasets,
@@ -139,6 +140,12 @@ def test_papermill_needs_a_notebook_and_torchrun_needs_a_module(commands):
 def test_index_commands_cover_the_adapter_registry(commands):
     indexed = [c.argv[c.argv.index("--dataset") + 1] for c in commands if c.step == "index"]
     assert indexed == list(ADAPTERS) == list(DATASET_CHOICES)
+    assert not any("--mimic-iv" in c.argv for c in commands)  # not configured: not asked for
+    with_iv = index_commands(RerunSetup(mimic_iv_dir="/data/mimiciv/2.2"))
+    for command in with_iv:
+        wanted = ("--mimic-iv", "/data/mimiciv/2.2") if "mimic-cxr" in command.argv else ()
+        assert command.argv[len(command.argv) - len(wanted) :] == wanted
+        check_command(command)  # the CLI's own parser accepts it
     rows = supported_datasets()
     assert [r["dataset"] for r in rows] == list(ADAPTERS)
     for row in rows:  # each description is the adapter module's own first docstring line

@@ -1,6 +1,7 @@
-"""The probe sets of chapter 06: the phantoms by default, or the real dataset folders a re-executor
-names (VinDr-CXR for Table 3, CANDID-PTX and RSNA Pneumonia for Table 4, PadChest laterals for
-Table A.1), with each real label tied to the paper column it reproduces.
+"""The probe sets of chapters 06 and 08: the phantoms by default, or the real dataset folders a
+re-executor names (VinDr-CXR for Table 3, CANDID-PTX and RSNA Pneumonia for Table 4, PadChest
+laterals for Table A.1, MIMIC-CXR with MIMIC-IV metadata for Table 7), with each real label tied
+to the paper column it reproduces.
 
 A real folder is probed as the paper did: its frontal (or lateral) images only, and for Table A.1
 each finding as a balanced binary task (App. A.2: every positive, as many negatives drawn at
@@ -10,6 +11,7 @@ random, 80/10/10 splits by subject).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from raddino.eval.probe import ProbeConfig
 FRONTAL_VIEWS = ("PA", "AP")
 LATERAL_VIEWS = ("LATERAL",)
 LATERAL_SPLIT = (0.8, 0.1, 0.1)  # App. A.2: PadChest laterals, 80/10/10 by subject
+NO_FINDING = "No Finding"  # Table 7 uses the MIMIC-CXR images whose report says so
 
 # dataset.json name -> {label: (paper table, column, metric)}: what each real label reproduces.
 PAPER_COLUMNS: dict[str, dict[str, tuple[str, str, str]]] = {
@@ -91,16 +94,25 @@ def view_subset(folder: DatasetFolder, views: Sequence[str], runs_root: str = "r
     runs/probe_sets/<hash>/, its images left where they are); `folder` itself if it has no other
     view. No row of those views is an error naming the folder and the views it has."""
     keep = folder.table["view"].isin(views).to_numpy()
-    if keep.all():
-        return folder
     if not keep.any():
         present = sorted(set(folder.table["view"]))
         raise ValueError(f"{folder.root}: no {'/'.join(views)} images (its views: {present})")
+    return subset_folder(folder, keep, {"views": list(views)}, runs_root)
+
+
+def subset_folder(
+    folder: DatasetFolder, keep_n: np.ndarray, what: dict, runs_root: str = "runs"
+) -> DatasetFolder:
+    """The rows `keep_n` (bool, N) of `folder` as a dataset folder of its own, described by `what`
+    in its dataset.json and cached by the source's fingerprint and `what`; the folder itself
+    when every row is kept. Masks and landmarks are left behind; images are read in place."""
+    if keep_n.all():
+        return folder
     from raddino.data.dataset_folder import write_index
     from raddino.eval.features import dataset_fingerprint
 
-    key = hashlib.sha256(f"{dataset_fingerprint(folder)} {sorted(views)}".encode()).hexdigest()
-    out = Path(runs_root) / "probe_sets" / key[:16]
+    recipe = json.dumps({"source": dataset_fingerprint(folder), **what}, sort_keys=True)
+    out = Path(runs_root) / "probe_sets" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
     if (out / "dataset.json").is_file():  # written last: its presence means the folder is complete
         return DatasetFolder.open(out)
     info = {
@@ -109,9 +121,41 @@ def view_subset(folder: DatasetFolder, views: Sequence[str], runs_root: str = "r
         if key not in ("structures", "landmarks", "split", "counts", "generator")
     }
     info["image_root"] = os.path.relpath(folder.image_root, out.resolve())
-    info["subset_of"] = {"dataset": folder.info["name"], "views": list(views)}
-    rows = folder.table[keep].reset_index(drop=True)
-    return write_index(out, rows, info)
+    info["subset_of"] = {"dataset": folder.info["name"], **what}
+    return write_index(out, folder.table[keep_n].reset_index(drop=True), info)
+
+
+def metadata_set(path: str | os.PathLike, runs_root: str = "runs") -> DatasetFolder:
+    """Table 7's images of a real folder: frontal ones and, where the folder has a "No Finding"
+    label (MIMIC-CXR, CheXpert), only those it marks 1, as the paper selected (App. C.3). A
+    folder without patient metadata is an error naming it."""
+    folder = DatasetFolder.open(path)
+    if not folder.info["metadata"]:
+        raise ValueError(
+            f"{folder.root / 'dataset.json'}: no patient metadata columns (for MIMIC-CXR, index "
+            "it with `raddino index --mimic-iv DIR`)"
+        )
+    keep = folder.table["view"].isin(FRONTAL_VIEWS).to_numpy()
+    what: dict = {"views": list(FRONTAL_VIEWS)}
+    if NO_FINDING in folder.label_names:
+        keep = keep & (folder.table[NO_FINDING].to_numpy() == 1)
+        what["label"] = {NO_FINDING: 1}
+    if not keep.any():
+        raise ValueError(f"{folder.root}: no frontal image {what} to measure metadata on")
+    return subset_folder(folder, keep, what, runs_root)
+
+
+def metadata_folder(
+    dataset: str | os.PathLike, *, n: int, size: int, seed: int, runs_root: str = "runs"
+) -> tuple[DatasetFolder, str]:
+    """Chapter 08's images and what to call them: `metadata_set(dataset)` and its dataset name,
+    or without a dataset chapter 06's `n` frontal phantoms of `size` px and "phantoms"."""
+    if not dataset:
+        from raddino.eval.probe_tables import probe_phantoms
+
+        return probe_phantoms(n, size, seed, runs_root), "phantoms"
+    folder = metadata_set(dataset, runs_root)
+    return folder, str(folder.info.get("subset_of", {}).get("dataset", folder.info["name"]))
 
 
 def balanced_tasks(labels_nl: np.ndarray, seed: int) -> np.ndarray:

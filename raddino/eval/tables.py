@@ -122,8 +122,9 @@ def metadata_frame(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> pd
     return pd.DataFrame(rows, columns=columns)
 
 
-def metadata_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
-    """Our accuracies ('mean ± std' %, plus a majority-class row) above the paper's Table 7."""
+def metadata_beside_paper(frame: pd.DataFrame, where: str = "phantoms") -> pd.DataFrame:
+    """Our accuracies ('mean ± std' %, plus a majority-class row) on data named `where`, above the
+    paper's Table 7."""
     from raddino.paper import paper_table
 
     measured = frame.dropna(subset=["accuracy_mean"])
@@ -134,7 +135,7 @@ def metadata_beside_paper(frame: pd.DataFrame) -> pd.DataFrame:
         f"{100 * floor[v]:.1f}" if v in floor.index else "–" for v in ours.columns
     ]
     ours = ours.rename(columns=PAPER_METADATA_COLUMNS)
-    ours.index = [f"{name} (phantoms)" for name in ours.index]
+    ours.index = [f"{name} ({where})" for name in ours.index]
     paper = paper_table("7", wide=True)
     paper = paper.map(lambda v: f"{v:.1f}" if np.isfinite(v) else "–")
     paper.index = [f"{name} (paper, MIMIC-CXR)" for name in paper.index]

@@ -1,5 +1,8 @@
-"""MIMIC-CXR-JPG 2.0.0: CheXpert labels per study, view per image, official split per image, and
-with a MIMIC-IV folder (`--mimic-iv`) the patients' sex, age, height, weight and BMI (Table 7)."""
+"""MIMIC-CXR-JPG 2.0.0: CheXpert labels, views, official splits; metadata from MIMIC-IV.
+
+CheXpert labels per study, view and official split per image, and with a MIMIC-IV folder
+(`--mimic-iv`) the patients' sex, age, height, weight and BMI (Table 7).
+"""
 
 from __future__ import annotations
 
