@@ -61,7 +61,7 @@ import matplotlib.pyplot as plt
 import torch
 from IPython.display import display
 
-from raddino.eval.probe_datasets import not_probed_text, probe_results, probe_sets
+from raddino.eval.chapter_data import not_probed_text, probe_results, probe_sets
 from raddino.eval.probe_tables import probe_frame, probe_table
 from raddino.eval.tables import encoders_to_compare
 from raddino.viz.plots import probe_auprc_bars
@@ -84,7 +84,7 @@ print(f"encoders: {specs}")
 # encoder over the phantoms and caches the features on disk (keyed by the encoder's weights,
 # preprocessing and the dataset), so the metadata chapter and any rerun read them instead of
 # recomputing. The probe is a standardised logistic regression per finding (scikit-learn), the
-# same for every encoder (`raddino.eval.probe_datasets.probe_results`).
+# same for every encoder (`raddino.eval.chapter_data.probe_results`).
 
 # %%
 probe_options = dict(

@@ -35,6 +35,11 @@
 # outline, on images where every outline is exact. What they cannot tell: how an encoder does on
 # real X-rays, where boundaries are blurred by overlapping anatomy. Read our numbers against
 # each other and against the reference rows, never against the paper's.
+#
+# **On real data.** Set the profile's `segmentation_dataset` to a folder with masks written by
+# `raddino index` (CANDID-PTX: the paper's pneumothorax and chest-tube columns) and the same cells
+# segment up to `segmentation_n` of its frontal images, whole subjects drawn at random; columns
+# the folder has no masks for show "–", and the few-shot curve follows its first structure.
 
 # %% tags=["parameters"]
 # Parameters: `raddino book --profile NAME` injects the profile's values here (papermill).
@@ -51,6 +56,7 @@ decoder_epochs = 12  # epochs of the UPerNet / ViTDet decoders (the paper: 100)
 unet_epochs = 5  # epochs of the end-to-end U-Net upper bound
 few_shot_head = "linear"  # the head of the few-shot curve (Fig. 4)
 few_shot_sizes = [5, 10, 25, 50, 100]  # training images per point (capped at the train split)
+segmentation_dataset = ""  # a real dataset folder with masks instead (CANDID-PTX: Table 6)
 
 # %%
 import matplotlib.pyplot as plt
@@ -59,7 +65,7 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from raddino.data.dataset_folder import DatasetFolder
+from raddino.eval.chapter_data import segmentation_folder
 from raddino.eval.dice import dice_per_image, summarize_dice
 from raddino.eval.patch_grids import load_patch_encoder
 from raddino.eval.segment import (
@@ -78,22 +84,22 @@ from raddino.eval.tables import (
     segmentation_beside_paper,
     segmentation_frame,
 )
-from raddino.pipeline import phantom_folder
 
 torch.set_num_threads(2)
 specs = encoders_to_compare(encoders)
-data_dir = phantom_folder(
-    segmentation_n, segmentation_size, seed + 3, views=("PA", "AP"), root=runs_root, quiet=True
+# Frontal phantoms with masks, or up to segmentation_n frontal images of segmentation_dataset.
+folder, data_name = segmentation_folder(
+    segmentation_dataset, n=segmentation_n, size=segmentation_size, seed=seed, runs_root=runs_root
 )
-folder = DatasetFolder.open(data_dir)
 structures = [s for s in DEFAULT_STRUCTURES if s in folder.structures]
 rows = split_rows(folder, seed)
 head_config = HeadTrainConfig(epochs=segmentation_epochs, seed=seed, device=device)
 decoder_config = HeadTrainConfig(epochs=decoder_epochs, seed=seed, device=device)
 unet_config = HeadTrainConfig(epochs=unet_epochs, seed=seed, device=device)
 print(
-    f"{len(folder)} phantoms of {segmentation_size} px, split by subject into "
-    f"{ {name: len(r) for name, r in rows.items()} } images; encoders: {specs}"
+    f"{len(folder)} images ({data_name}) at {segmentation_size} px, structures {structures}, "
+    f"split by subject into { {name: len(r) for name, r in rows.items()} } images; "
+    f"encoders: {specs}"
 )
 
 # %% [markdown]
@@ -159,10 +165,11 @@ frame = segmentation_frame(results)
 # ViT-B/14 at 518 px, 100 epochs; different data, same protocol). "Heart" is ours only.
 
 # %%
-display(segmentation_beside_paper(frame))
+display(segmentation_beside_paper(frame, where=data_name, complete=not segmentation_dataset))
 
 # %%
 shown = ["lungs", "lung_zones", "heart", "ribs", "chest_tube", "pneumothorax"]
+shown = [s for s in shown if s in set(frame["structure"])]  # a real folder has fewer
 plot_frame = frame[frame["structure"].isin(shown)].assign(
     model=lambda f: f["encoder"] + " + " + f["head"], dice=lambda f: 100 * f["dice_mean"]
 )
@@ -221,6 +228,7 @@ if pairs:
 # test splits stay the same. The dashed line is our U-Net on the full training set.
 
 # %%
+curve_structure = shown[0]  # the lungs (on a real folder without them, its first structure)
 sizes = sorted({min(int(n), len(rows["train"])) for n in few_shot_sizes})
 curves = []
 for spec in specs:
@@ -230,14 +238,14 @@ for spec in specs:
         few_shot_head, inputs_of[spec, few_shot_head], data_of[spec], rows, sizes, head_config,
         seed=seed,
     ):  # fmt: skip
-        stats = point["dice"]["lungs"]
+        stats = point["dice"][curve_structure]
         curves.append({"encoder": spec, "n_train": point["n_train"], "dice": 100 * stats["mean"]})
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for spec in dict.fromkeys(c["encoder"] for c in curves):
     points = [c for c in curves if c["encoder"] == spec]
     ax.plot([p["n_train"] for p in points], [p["dice"] for p in points], "o-", label=spec)
 ax.axhline(
-    100 * results["U-Net on pixels", "end to end"]["lungs"]["mean"],
+    100 * results["U-Net on pixels", "end to end"][curve_structure]["mean"],
     ls="--",
     c="black",
     label=f"U-Net, {len(rows['train'])} images",
@@ -246,7 +254,7 @@ ax.set_xscale("log")
 ax.set_xticks(sizes, [str(n) for n in sizes], minor=False)
 ax.minorticks_off()
 ax.set_xlabel("training images")
-ax.set_ylabel(f"lungs Dice % ({few_shot_head} head)")
+ax.set_ylabel(f"{curve_structure} Dice % ({few_shot_head} head)")
 ax.set_ylim(0, 100)
 ax.legend(fontsize=8)
 fig.tight_layout()
@@ -265,9 +273,11 @@ frozen = [key for key in outputs if key[0] in specs]
 shown_key = next((k for k in reversed(frozen) if k[0].startswith("raddino:")), frozen[-1])
 result = outputs[shown_key]
 overlay_structures = ["left_lung", "right_lung", "heart", "ribs", "chest_tube", "pneumothorax"]
+overlay_structures = [s for s in overlay_structures if s in structures]
 columns = [structures.index(s) for s in overlay_structures]
+findings = [structures.index(s) for s in ("chest_tube", "pneumothorax") if s in structures]
 shown_truth = data_of[shown_key[0]].masks_nshw[rows["test"]]
-with_finding = np.flatnonzero(shown_truth[:, columns[-2:]].flatten(1).any(1).numpy())
+with_finding = np.flatnonzero(shown_truth[:, findings].flatten(1).any(1).numpy())
 first_shown = int(with_finding[0]) if len(with_finding) else 0
 picked = list(dict.fromkeys([first_shown, 0 if first_shown else min(1, len(rows["test"]) - 1)]))
 test_images = data_of[shown_key[0]].images_n1hw[rows["test"]][:, 0].float().numpy()

@@ -63,8 +63,8 @@ import torch
 from IPython.display import display
 
 from raddino.eval.ablations import cached_cls
+from raddino.eval.chapter_data import metadata_folder
 from raddino.eval.metadata import MetadataConfig
-from raddino.eval.probe_datasets import metadata_folder
 from raddino.eval.tables import (
     encoders_to_compare,
     metadata_beside_paper,

@@ -71,6 +71,7 @@ class DatasetFolder:
         self.landmarks = landmarks
         self.reports = reports
         self._image_root = (root / info["image_root"]).resolve()
+        self._mask_root = (root / info.get("mask_root", ".")).resolve()
         self._landmarks_by_image: dict[str, dict[str, tuple[float, float]]] | None = None
         self._details_by_image: dict[str, dict[str, Any]] | None = None
         self._report_by_image = dict(zip(reports["image"], reports["report"], strict=True))
@@ -117,6 +118,11 @@ class DatasetFolder:
     def image_root(self) -> Path:
         return self._image_root
 
+    @property
+    def mask_path_root(self) -> Path:
+        """The folder that holds `masks/` (the folder itself unless dataset.json's mask_root)."""
+        return self._mask_root
+
     def image_path(self, i: int) -> Path:
         return self.image_root / self.table["image"].iat[i]
 
@@ -127,7 +133,7 @@ class DatasetFolder:
                 f"{self.info['structures']}"
             )
         stem = Path(self.table["image"].iat[i]).stem
-        return self.root / "masks" / structure / f"{stem}.png"
+        return self._mask_root / "masks" / structure / f"{stem}.png"
 
     def has_mask(self, structure: str, i: int) -> bool:
         return self.mask_path(structure, i).is_file()
@@ -296,9 +302,9 @@ def _read_info(path: Path) -> dict[str, Any]:
         value = info.setdefault(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"{path}: key {key!r} must be a list of strings")
-    image_root = info.setdefault("image_root", ".")
-    if not isinstance(image_root, str):
-        raise ValueError(f"{path}: key 'image_root' must be a string path")
+    for key in ("image_root", "mask_root"):
+        if not isinstance(info.setdefault(key, "."), str):
+            raise ValueError(f"{path}: key {key!r} must be a string path")
     return info
 
 

@@ -214,18 +214,25 @@ def segmentation_beside_paper(
     frame: pd.DataFrame,
     extra: Sequence[str] = ("heart",),
     paper_rows: Sequence[str] | None = None,
+    *,
+    where: str = "phantoms",
+    complete: bool = True,
 ) -> pd.DataFrame:
-    """Rows '<encoder> + <head> (phantoms)' then the paper's Table 6 rows (all, or `paper_rows`
+    """Rows '<encoder> + <head> (`where`)' then the paper's Table 6 rows (all, or `paper_rows`
     in that order), columns the paper's (plus `extra` structures it does not report), cells
-    'mean (std)' Dice in percent."""
+    'mean (std)' Dice in percent. `complete`: every column must be measured (phantoms have them
+    all); else a real folder's missing ones show '–' and missing extras are left out."""
     from raddino.paper import paper_table
 
+    measured = set(frame["structure"])
+    if not complete:
+        extra = [s for s in extra if s in measured]
     names = {**PAPER_SEGMENTATION_COLUMNS, **{s: s.replace("_", " ").capitalize() for s in extra}}
-    unknown = sorted(set(names) - set(frame["structure"]))
-    if unknown:
+    unknown = sorted(set(names) - measured)
+    if unknown and (complete or len(unknown) == len(names)):
         raise ValueError(f"segmentation results lack structure(s) {unknown}")
     ours = frame[frame["structure"].isin(names)].assign(
-        row=lambda f: f["encoder"] + " + " + f["head"] + " (phantoms)",
+        row=lambda f: f["encoder"] + " + " + f["head"] + f" ({where})",
         cell=lambda f: [
             _dice_text(m, s) for m, s in zip(f["dice_mean"], f["dice_std"], strict=True)
         ],

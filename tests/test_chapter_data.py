@@ -1,5 +1,5 @@
-"""Chapter 06 on real dataset folders: view subsets, balanced lateral tasks, labels beside the
-paper's columns, and the chapter itself executed on made VinDr / RSNA / PadChest folders."""
+"""The evaluation chapters on real dataset folders: view and subject subsets, balanced lateral
+tasks, labels beside the paper's columns, and chapters 06, 07 and 08 run on made folders."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from raddino.data.adapters.candid import CANDID_FINDINGS
 from raddino.data.adapters.padchest import PADCHEST_FINDINGS
 from raddino.data.adapters.vindr import VINDR_FINDINGS
 from raddino.data.dataset_folder import DatasetFolder, write_index, write_png
-from raddino.eval.probe_datasets import (
+from raddino.eval.chapter_data import (
     LATERAL_SPLIT,
     PAPER_COLUMNS,
     balanced_tasks,
@@ -24,6 +24,8 @@ from raddino.eval.probe_datasets import (
     not_probed_text,
     probe_results,
     probe_sets,
+    segmentation_folder,
+    subject_sample,
     view_subset,
 )
 from raddino.eval.probe_tables import probe_frame
@@ -252,3 +254,88 @@ def test_chapter_08_measures_a_real_folder_beside_table_7(tmp_path):
     positives = int((folder.table["No Finding"] == 1).sum())
     assert f"{positives} frontal images (mimic-cxr)" in text
     assert "pixels:8 (mimic-cxr)" in text and "RAD-DINO (paper, MIMIC-CXR)" in text
+
+
+def made_masked_dataset(root: Path, n: int, name: str = "candid-ptx") -> DatasetFolder:
+    """A CANDID-PTX-like folder: frontal images, a chest tube drawn as a bright bar and a
+    pneumothorax as a dark apex, each with its mask (all-zero masks where absent)."""
+    rng = np.random.default_rng(0)
+    originals, out = root / f"{name}-original", root / name
+    rows = []
+    for i in range(n):
+        image = 0.3 + 0.1 * rng.random((56, 56))
+        tube, ptx = np.zeros((56, 56), bool), np.zeros((56, 56), bool)
+        if i % 2 == 0:
+            tube[10:46, 20 + i % 7 : 23 + i % 7] = True
+        if i % 3 == 0:
+            ptx[4:16, 30:50] = True
+        image[tube] = 0.95
+        image[ptx] = 0.02
+        stem = f"img{i:03d}"
+        (originals / "images").mkdir(parents=True, exist_ok=True)
+        write_png(originals / "images" / f"{stem}.png", (image * 65535).astype(np.uint16))
+        for structure, mask in (("chest_tube", tube), ("pneumothorax", ptx)):
+            (out / "masks" / structure).mkdir(parents=True, exist_ok=True)
+            write_png(out / "masks" / structure / f"{stem}.png", mask.astype(np.uint8) * 255)
+        rows.append(
+            {"image": f"images/{stem}.png", "subject_id": f"s{i // 2}", "view": "PA"}
+            | {"Chest Tube": int(tube.any()), "Pneumothorax": int(ptx.any())}
+        )
+    info = {
+        "name": name,
+        "labels": ["Chest Tube", "Pneumothorax"],
+        "structures": ["chest_tube", "pneumothorax"],
+        "image_root": f"../{name}-original",
+    }
+    return write_index(out, pd.DataFrame(rows), info)
+
+
+def test_subject_sample_takes_whole_subjects_up_to_n():
+    subjects = np.array(["a", "a", "b", "c", "c", "c", "d"])
+    eligible = np.array([True, True, True, True, True, False, True])
+    for seed in range(5):
+        chosen = subject_sample(subjects, eligible, 3, seed)
+        assert (chosen & eligible).sum() <= 3
+        for subject in set(subjects[chosen]):  # never a subject split
+            assert chosen[subjects == subject].all()
+    assert subject_sample(subjects, eligible, 100, 0).all()
+    assert not np.array_equal(*(subject_sample(subjects, eligible, 3, s) for s in (0, 3)))
+
+
+def test_segmentation_folder_subsets_subjects_and_reads_masks_in_place(tmp_path):
+    folder = made_masked_dataset(tmp_path / "data", 24)
+    runs = str(tmp_path / "runs")
+    chosen, name = segmentation_folder(folder.root, n=10, size=56, seed=0, runs_root=runs)
+    assert name == "candid-ptx" and len(chosen) == 10
+    assert chosen.structures == ["chest_tube", "pneumothorax"]
+    original = {image: i for i, image in enumerate(folder.table["image"])}
+    for i, image in enumerate(chosen.table["image"]):
+        j = original[image]
+        np.testing.assert_array_equal(
+            chosen.read_mask("chest_tube", i), folder.read_mask("chest_tube", j)
+        )
+        np.testing.assert_array_equal(chosen.read_image(i), folder.read_image(j))
+    assert not (Path(chosen.root) / "masks").exists()  # masks are not copied
+    whole, _ = segmentation_folder(folder.root, n=1000, size=56, seed=0, runs_root=runs)
+    assert whole.root == folder.root
+    plain = made_dataset(tmp_path, "vindr-cxr", list(VINDR_FINDINGS), ["PA"] * 4)
+    with pytest.raises(ValueError, match="vindr-cxr/dataset.json: no mask structures"):
+        segmentation_folder(plain.root, n=10, size=56, seed=0, runs_root=runs)
+
+
+def test_chapter_07_segments_a_real_folder_beside_table_6(tmp_path):
+    from raddino.book import copy_book_sources, run_book
+
+    folder = made_masked_dataset(tmp_path / "data", 40)
+    root = copy_book_sources(REPO, tmp_path / "root")
+    profile = yaml.safe_load((root / "profiles" / "smoke.yml").read_text())
+    profile["parameters"]["encoders"] = ["pixels:8", "random:vit_pico"]
+    profile.setdefault("chapters", {})["07_segmentation"] = {
+        "segmentation_dataset": str(folder.root)
+    }
+    (root / "profiles" / "real.yml").write_text(yaml.safe_dump(profile))
+    summary = run_book("real", root, ["07_segmentation"], progress=False, log=lambda _: None)
+    assert summary["07_segmentation"]["status"] == "executed"
+    text = _outputs_text(root / "book" / "07_segmentation.ipynb")
+    assert "40 images (candid-ptx) at 112 px, structures ['pneumothorax', 'chest_tube']" in text
+    assert "pixels:8 + linear (candid-ptx)" in text and "RAD-DINO + UPerNet (paper)" in text

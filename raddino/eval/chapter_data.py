@@ -1,7 +1,7 @@
-"""The probe sets of chapters 06 and 08: the phantoms by default, or the real dataset folders a
+"""What the evaluation chapters measure: phantoms by default, or the real dataset folders a
 re-executor names (VinDr-CXR for Table 3, CANDID-PTX and RSNA Pneumonia for Table 4, PadChest
-laterals for Table A.1, MIMIC-CXR with MIMIC-IV metadata for Table 7), with each real label tied
-to the paper column it reproduces.
+laterals for Table A.1, CANDID-PTX masks for Table 6, MIMIC-CXR with MIMIC-IV metadata for
+Table 7), with each real label tied to the paper column it reproduces.
 
 A real folder is probed as the paper did: its frontal (or lateral) images only, and for Table A.1
 each finding as a balanced binary task (App. A.2: every positive, as many negatives drawn at
@@ -105,7 +105,8 @@ def subset_folder(
 ) -> DatasetFolder:
     """The rows `keep_n` (bool, N) of `folder` as a dataset folder of its own, described by `what`
     in its dataset.json and cached by the source's fingerprint and `what`; the folder itself
-    when every row is kept. Masks and landmarks are left behind; images are read in place."""
+    when every row is kept. Images and masks are read where they lie (image_root, mask_root);
+    landmarks and reports are left behind."""
     if keep_n.all():
         return folder
     from raddino.data.dataset_folder import write_index
@@ -118,9 +119,10 @@ def subset_folder(
     info = {
         key: value
         for key, value in folder.info.items()
-        if key not in ("structures", "landmarks", "split", "counts", "generator")
+        if key not in ("landmarks", "split", "counts", "generator")
     }
     info["image_root"] = os.path.relpath(folder.image_root, out.resolve())
+    info["mask_root"] = os.path.relpath(folder.mask_path_root, out.resolve())
     info["subset_of"] = {"dataset": folder.info["name"], **what}
     return write_index(out, folder.table[keep_n].reset_index(drop=True), info)
 
@@ -156,6 +158,41 @@ def metadata_folder(
         return probe_phantoms(n, size, seed, runs_root), "phantoms"
     folder = metadata_set(dataset, runs_root)
     return folder, str(folder.info.get("subset_of", {}).get("dataset", folder.info["name"]))
+
+
+def segmentation_folder(
+    dataset: str | os.PathLike, *, n: int, size: int, seed: int, runs_root: str = "runs"
+) -> tuple[DatasetFolder, str]:
+    """Chapter 07's images and their name: `n` frontal phantoms of `size` px with masks, or the
+    frontal images of a real folder with masks (CANDID-PTX: Table 6's pneumothorax and chest
+    tubes), at most `n` of them, whole subjects drawn at random (seeded)."""
+    if not dataset:
+        from raddino.pipeline import phantom_folder
+
+        path = phantom_folder(n, size, seed + 3, views=FRONTAL_VIEWS, root=runs_root, quiet=True)
+        return DatasetFolder.open(path), "phantoms"
+    folder = DatasetFolder.open(dataset)
+    if not folder.structures:
+        raise ValueError(f"{folder.root / 'dataset.json'}: no mask structures to segment")
+    keep = folder.table["view"].isin(FRONTAL_VIEWS).to_numpy()
+    if not keep.any():
+        raise ValueError(f"{folder.root}: no frontal images to segment")
+    keep = keep & subject_sample(folder.table["subject_id"].to_numpy(), keep, n, seed)
+    what = {"views": list(FRONTAL_VIEWS), "subject_sample": {"images": n, "seed": seed}}
+    return subset_folder(folder, keep, what, runs_root), str(folder.info["name"])
+
+
+def subject_sample(subjects_n: np.ndarray, eligible_n: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """(N,) bool: whole subjects in a seeded random order, taken while their eligible images fit
+    in `n` (a subject that would overflow is skipped, so no subject is split)."""
+    order = np.random.default_rng(seed).permutation(np.unique(subjects_n[eligible_n]))
+    counts = pd.Series(subjects_n[eligible_n]).value_counts()
+    chosen, total = [], 0
+    for subject in order:
+        if total + counts[subject] <= n:
+            chosen.append(subject)
+            total += counts[subject]
+    return np.isin(subjects_n, chosen)
 
 
 def balanced_tasks(labels_nl: np.ndarray, seed: int) -> np.ndarray:
