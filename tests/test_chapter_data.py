@@ -194,18 +194,39 @@ def test_real_probe_sets_probe_frontal_images_and_balanced_lateral_tasks(tmp_pat
     assert "vindr-cxr, pixels:8: not probed" in not_probed_text(results)
 
 
+def _tiny_dinov2_folder(folder: Path) -> None:
+    """A Hugging Face DINOv2 folder (config.json + model.safetensors), as `hf download` writes
+    microsoft/rad-dino, with a tiny random model."""
+    import torch
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    config = Dinov2Config(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=56,
+        patch_size=14,
+    )
+    Dinov2Model(config).save_pretrained(folder)
+
+
 def test_chapter_06_probes_real_dataset_folders_beside_the_paper(tmp_path):
-    """The re-executor's path: the chapter run with `probe_datasets` and
-    `lateral_probe_datasets` probes those folders and sets each label beside its paper column."""
+    """The re-executor's path: the chapter run with `probe_datasets`, `lateral_probe_datasets` and
+    a weights folder among the encoders probes those folders with it and sets each label beside
+    its paper column."""
     from raddino.book import copy_book_sources, run_book
 
     data = tmp_path / "data"
     vindr = made_dataset(data, "vindr-cxr", list(VINDR_FINDINGS), ["PA"] * 48)
     rsna = made_dataset(data, "rsna-pneumonia", ["Pneumonia"], ["PA", "AP"] * 24, seed=1)
     padchest = made_dataset(data, "padchest", list(PADCHEST_FINDINGS), ["PA", "LATERAL"] * 40)
+    weights = tmp_path / "rad-dino"  # a microsoft/rad-dino-layout folder, tiny and random
+    _tiny_dinov2_folder(weights)
     root = copy_book_sources(REPO, tmp_path / "root")
     profile = yaml.safe_load((root / "profiles" / "smoke.yml").read_text())
-    profile["parameters"]["encoders"] = ["pixels:8", "random:vit_pico"]
+    profile["parameters"]["encoders"] = ["pixels:8", str(weights)]
     profile.setdefault("chapters", {})["06_linear_probes"] = {
         "probe_datasets": [str(vindr.root), str(rsna.root)],
         "lateral_probe_datasets": [str(padchest.root)],
@@ -219,6 +240,7 @@ def test_chapter_06_probes_real_dataset_folders_beside_the_paper(tmp_path):
     assert "Table 3: CM" in text and "Table 4: AUROC" in text
     assert "Vertebral Deg. Changes" in text
     assert "pixels:8 (vindr-cxr)" in text and "pixels:8 (padchest)" in text
+    assert f"{weights} (vindr-cxr)" in text  # the weights folder probed like any encoder
     assert "frontal phantoms" not in text and "lateral phantoms" not in text  # no phantom set
 
 
