@@ -45,6 +45,7 @@ class EmbedOptions:
     backend: str = "pil"  # preprocessing resize backend: "pil" or "torchvision"
     quantize_uint8: bool = True  # round to 8 bits before resizing, as the reference processors
     restart: bool = False  # discard an unfinished run made with other settings
+    progress: bool = True  # a tqdm bar and an "up to date" notice (off in the book's chapters)
 
     def validate(self) -> None:
         if self.batch_size < 1:
@@ -229,7 +230,8 @@ def embed_items(
     if not options.restart and out.is_file() and json_path.is_file():
         previous = _read_json_or_none(json_path)
         if previous is not None and previous.get("spec") == spec:
-            print(f"{out} is up to date (same inputs, weights and settings)", file=sys.stderr)
+            if options.progress:
+                print(f"{out} is up to date (same inputs, weights and settings)", file=sys.stderr)
             return previous
 
     work = WorkFolder.open(_work_folder(out), spec, row_shapes, restart=options.restart)
@@ -327,7 +329,8 @@ def _embed_pending(
     device = torch.device(options.device)
     computed = 0
     total, already = len(items), len(items) - len(pending)
-    with tqdm(total=total, initial=already, desc="embed", unit="img") as progress:
+    bar = tqdm(total=total, initial=already, desc="embed", unit="img", disable=not options.progress)
+    with bar as progress:
         for rows, batch_bchw, failures in loader:
             if failures and not options.skip_bad:
                 row, cause = next(iter(failures.items()))

@@ -240,7 +240,8 @@ def test_chapter_06_probes_real_dataset_folders_beside_the_paper(tmp_path):
     assert "Table 3: CM" in text and "Table 4: AUROC" in text
     assert "Vertebral Deg. Changes" in text
     assert "pixels:8 (vindr-cxr)" in text and "pixels:8 (padchest)" in text
-    assert f"{weights} (vindr-cxr)" in text  # the weights folder probed like any encoder
+    assert "rad-dino (vindr-cxr)" in text  # the weights folder, probed, named by its folder
+    assert f"{weights} (" not in text  # tables do not print the machine's paths
     assert "frontal phantoms" not in text and "lateral phantoms" not in text  # no phantom set
 
 
@@ -361,3 +362,13 @@ def test_chapter_07_segments_a_real_folder_beside_table_6(tmp_path):
     text = _outputs_text(root / "book" / "07_segmentation.ipynb")
     assert "40 images (candid-ptx) at 112 px, structures ['pneumothorax', 'chest_tube']" in text
     assert "pixels:8 + linear (candid-ptx)" in text and "RAD-DINO + UPerNet (paper)" in text
+
+
+def test_encoder_label_names_local_weights_by_their_folder(tmp_path):
+    from raddino.eval.tables import encoder_label
+
+    (tmp_path / "rad-dino").mkdir()
+    assert encoder_label(str(tmp_path / "rad-dino")) == "rad-dino"
+    assert encoder_label("microsoft/rad-dino") == "microsoft/rad-dino"  # a hub id, not a path
+    assert encoder_label("raddino:phantom") == "raddino:phantom"
+    assert encoder_label(str(tmp_path / "missing")) == str(tmp_path / "missing")

@@ -20,7 +20,8 @@ FINDING_SCALE: dict[str, tuple[str, ...]] = {
 
 def cached_cls(spec: str, folder: Any, *, size: int | None, seed: int, runs_root: str, device: str):
     """(N, C) frozen class tokens of `spec` on `folder` through the feature cache; the pixel
-    baseline keeps its own grid (`size` applies to the ViTs)."""
+    baseline keeps its own grid (`size` applies to the ViTs). Quiet: a chapter's saved output
+    would keep a bar frozen at its first state."""
     from raddino.eval.features import extract
 
     return extract(
@@ -31,6 +32,7 @@ def cached_cls(spec: str, folder: Any, *, size: int | None, seed: int, runs_root
         cache_dir=f"{runs_root}/features",
         device=device,
         seed=seed,
+        progress=False,
     )["cls"]
 
 

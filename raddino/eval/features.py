@@ -233,6 +233,7 @@ def extract(
     num_workers: int = 0,
     seed: int = 0,
     skip_bad: bool = False,
+    progress: bool = True,
 ) -> FeatureSet:
     """Features of dataset folder `data` by an encoder spec (or an `Encoder`), cached on disk.
 
@@ -265,6 +266,7 @@ def extract(
         skip_bad=skip_bad,
         num_workers=num_workers,
         seed=seed,
+        progress=progress,
     )
     options.validate()
     embed_items(

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from raddino.eval.tables import mean_std_text, wide_mean_std
+from raddino.eval.tables import encoder_label, mean_std_text, wide_mean_std
 
 if TYPE_CHECKING:
     from raddino.data.dataset_folder import DatasetFolder
 
 
 def probe_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """Long frame of `run_probes` summaries: encoder, finding, AUPRC mean/std, chance, seeds,
-    AUROC mean/std.
+    """Long frame of `run_probes` summaries: encoder (`encoder_label`), finding, AUPRC mean/std,
+    chance, seeds, AUROC mean/std.
 
     One row per (encoder, probed finding) plus a "macro" row per encoder; AUPRC in [0, 1].
     """
@@ -31,7 +31,7 @@ def probe_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         for finding, scores in summary["per_label"].items():
             rows.append(
                 {
-                    "encoder": encoder,
+                    "encoder": encoder_label(encoder),
                     "finding": finding,
                     "auprc_mean": scores["auprc"]["mean"],
                     "auprc_std": scores["auprc"]["std"],
@@ -44,7 +44,7 @@ def probe_frame(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
         macro, macro_auroc = summary["macro"]["auprc"], summary["macro"]["auroc"]
         rows.append(
             {
-                "encoder": encoder,
+                "encoder": encoder_label(encoder),
                 "finding": "macro",
                 "auprc_mean": macro["mean"],
                 "auprc_std": macro["std"],

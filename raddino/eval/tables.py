@@ -23,6 +23,15 @@ PAPER_METADATA_COLUMNS: dict[str, str] = {
 }
 
 
+def encoder_label(spec: str) -> str:
+    """The name an encoder goes by in a table: a local weights folder or file by its own name
+    (`/models/rad-dino` -> `rad-dino`), any other spec (registry names, hub ids) as given."""
+    from pathlib import Path
+
+    path = Path(spec).expanduser()
+    return path.name if ("/" in spec or "\\" in spec) and path.exists() else spec
+
+
 def encoders_to_compare(
     encoders: Sequence[str], release_names: Callable[[], list[str]] | None = None
 ) -> list[str]:
@@ -97,11 +106,17 @@ def metadata_frame(results: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> pd
     for encoder, variables in results.items():
         for variable, result in variables.items():
             if "error" in result:
-                rows.append({"encoder": encoder, "variable": variable, "note": result["error"]})
+                rows.append(
+                    {
+                        "encoder": encoder_label(encoder),
+                        "variable": variable,
+                        "note": result["error"],
+                    }
+                )
                 continue
             rows.append(
                 {
-                    "encoder": encoder,
+                    "encoder": encoder_label(encoder),
                     "variable": variable,
                     "accuracy_mean": result["accuracy"]["mean"],
                     "accuracy_std": result["accuracy"]["std"],
@@ -191,7 +206,7 @@ def segmentation_frame(results: Mapping[tuple[str, str], Mapping[str, Any]]) -> 
         for structure, stats in summary.items():
             rows.append(
                 {
-                    "encoder": encoder,
+                    "encoder": encoder_label(encoder),
                     "head": head,
                     "structure": structure,
                     "dice_mean": stats["mean"],
