@@ -65,7 +65,7 @@ import seaborn as sns
 import torch
 from IPython.display import display
 
-from raddino.eval.chapter_data import segmentation_folder
+from raddino.eval.chapter_data import masked_folder
 from raddino.eval.dice import dice_per_image, summarize_dice
 from raddino.eval.patch_grids import load_patch_encoder
 from raddino.eval.segment import (
@@ -88,8 +88,13 @@ from raddino.eval.tables import (
 torch.set_num_threads(2)
 specs = encoders_to_compare(encoders)
 # Frontal phantoms with masks, or up to segmentation_n frontal images of segmentation_dataset.
-folder, data_name = segmentation_folder(
-    segmentation_dataset, n=segmentation_n, size=segmentation_size, seed=seed, runs_root=runs_root
+folder, data_name = masked_folder(
+    segmentation_dataset,
+    n=segmentation_n,
+    size=segmentation_size,
+    seed=seed,
+    phantom_seed=seed + 3,
+    runs_root=runs_root,
 )
 structures = [s for s in DEFAULT_STRUCTURES if s in folder.structures]
 rows = split_rows(folder, seed)

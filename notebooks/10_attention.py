@@ -26,6 +26,10 @@
 # are the profile's ViTs (by default an **untrained** one) plus our release checkpoints that ship
 # in `raddino/release/` (chapter 02). The untrained ViT's maps show what random attention looks
 # like, a useful picture of what *not* to read into such maps.
+#
+# **On real data.** Set the profile's `attention_dataset` to a folder with finding masks written
+# by `raddino index` (CANDID-PTX: chest tubes and pneumothoraces) and the same cells draw and
+# measure the attention on up to `attention_n` of its frontal images.
 
 # %% tags=["parameters"]
 # Parameters: `raddino book --profile NAME` injects the profile's values here (papermill).
@@ -37,34 +41,43 @@ image_size = 224  # phantom side and encoder input side in pixels
 encoders = ["pixels:32", "random:vit_tiny"]  # encoder specs; released checkpoints are added
 attention_n = 120  # phantoms (PA and AP) over which the attention-on-finding score is averaged
 attention_shown = 3  # phantoms with a finding shown per encoder in the figure
+attention_dataset = ""  # a real dataset folder with finding masks instead (CANDID-PTX)
 
 # %%
 import numpy as np
 import torch
 from IPython.display import display
 
-from raddino.data.dataset_folder import DatasetFolder
 from raddino.eval.attention import (
     DEFAULT_FINDING_STRUCTURES,
     attention_on_findings,
     class_attention_maps,
 )
+from raddino.eval.chapter_data import masked_folder
 from raddino.eval.patch_grids import load_patch_encoder
 from raddino.eval.segment import load_segmentation_set
 from raddino.eval.tables import attention_frame, encoders_to_compare
-from raddino.pipeline import phantom_folder
 
 torch.set_num_threads(2)
 specs = [s for s in encoders_to_compare(encoders) if not s.startswith("pixels")]
 if not specs:
     raise ValueError(f"encoders {encoders}: no ViT encoder (pixels:S has no attention maps)")
 
-data_dir = phantom_folder(
-    attention_n, image_size, seed + 4, views=("PA", "AP"), root=runs_root, quiet=True
+# Frontal phantoms with finding masks, or up to attention_n frontal images of attention_dataset.
+folder, data_name = masked_folder(
+    attention_dataset,
+    n=attention_n,
+    size=image_size,
+    seed=seed,
+    phantom_seed=seed + 4,
+    runs_root=runs_root,
 )
-folder = DatasetFolder.open(data_dir)
 findings = [s for s in DEFAULT_FINDING_STRUCTURES if s in folder.structures]
-print(f"{len(folder)} phantoms of {image_size} px; findings {findings}; encoders {specs}")
+if not findings:
+    raise ValueError(f"{folder.root}: no finding masks {list(DEFAULT_FINDING_STRUCTURES)}")
+print(
+    f"{len(folder)} images ({data_name}) at {image_size} px; findings {findings}; encoders {specs}"
+)
 
 # %% [markdown]
 # ## The maps (Fig. A.2)
@@ -118,7 +131,7 @@ print("skipped (no attention maps):", skipped or "none")
 # %%
 scores = {
     spec: attention_on_findings(
-        spec, str(data_dir), findings, size=image_size, device=device, progress=False
+        spec, str(folder.root), findings, size=image_size, device=device, progress=False
     )
     for spec in encoder_of
 }

@@ -226,8 +226,9 @@ show("evaluate")
 # `<datasets_dir>/vindr-cxr`, `candid-ptx`, `rsna-pneumonia`: the paper's Tables 3 and 4) and
 # `lateral_probe_datasets` (`padchest`: Table A.1, each finding a balanced task), each label set
 # beside the paper's column for it; chapter 07 reads `segmentation_dataset` (`candid-ptx`'s masks:
-# Table 6) and chapter 08 `metadata_dataset` (`mimic-cxr` indexed with MIMIC-IV, `mimic_iv_dir`:
-# Table 7); the other chapters stay on phantoms. Loaded and
+# Table 6), chapter 10 `attention_dataset` (the same masks: Fig. A.2) and chapter 08
+# `metadata_dataset` (`mimic-cxr` indexed with MIMIC-IV, `mimic_iv_dir`: Table 7); the other
+# chapters stay on phantoms. Loaded and
 # validated by the book's own loader against every chapter's `parameters` cell — an unknown key,
 # a per-chapter override a chapter does not declare, or a value of the wrong type stops here:
 

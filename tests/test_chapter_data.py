@@ -1,5 +1,5 @@
 """The evaluation chapters on real dataset folders: view and subject subsets, balanced lateral
-tasks, labels beside the paper's columns, and chapters 06, 07 and 08 run on made folders."""
+tasks, labels beside the paper's columns, and chapters 06, 07, 08 and 10 run on made folders."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from raddino.eval.chapter_data import (
     PAPER_COLUMNS,
     balanced_tasks,
     dataset_beside_paper,
+    masked_folder,
     metadata_set,
     not_probed_text,
     probe_results,
     probe_sets,
-    segmentation_folder,
     subject_sample,
     view_subset,
 )
@@ -325,10 +325,10 @@ def test_subject_sample_takes_whole_subjects_up_to_n():
     assert not np.array_equal(*(subject_sample(subjects, eligible, 3, s) for s in (0, 3)))
 
 
-def test_segmentation_folder_subsets_subjects_and_reads_masks_in_place(tmp_path):
+def test_masked_folder_subsets_subjects_and_reads_masks_in_place(tmp_path):
     folder = made_masked_dataset(tmp_path / "data", 24)
     runs = str(tmp_path / "runs")
-    chosen, name = segmentation_folder(folder.root, n=10, size=56, seed=0, runs_root=runs)
+    chosen, name = masked_folder(folder.root, n=10, size=56, seed=0, phantom_seed=0, runs_root=runs)
     assert name == "candid-ptx" and len(chosen) == 10
     assert chosen.structures == ["chest_tube", "pneumothorax"]
     original = {image: i for i, image in enumerate(folder.table["image"])}
@@ -339,11 +339,11 @@ def test_segmentation_folder_subsets_subjects_and_reads_masks_in_place(tmp_path)
         )
         np.testing.assert_array_equal(chosen.read_image(i), folder.read_image(j))
     assert not (Path(chosen.root) / "masks").exists()  # masks are not copied
-    whole, _ = segmentation_folder(folder.root, n=1000, size=56, seed=0, runs_root=runs)
+    whole, _ = masked_folder(folder.root, n=1000, size=56, seed=0, phantom_seed=0, runs_root=runs)
     assert whole.root == folder.root
     plain = made_dataset(tmp_path, "vindr-cxr", list(VINDR_FINDINGS), ["PA"] * 4)
     with pytest.raises(ValueError, match="vindr-cxr/dataset.json: no mask structures"):
-        segmentation_folder(plain.root, n=10, size=56, seed=0, runs_root=runs)
+        masked_folder(plain.root, n=10, size=56, seed=0, phantom_seed=0, runs_root=runs)
 
 
 def test_chapter_07_segments_a_real_folder_beside_table_6(tmp_path):
@@ -372,3 +372,18 @@ def test_encoder_label_names_local_weights_by_their_folder(tmp_path):
     assert encoder_label("microsoft/rad-dino") == "microsoft/rad-dino"  # a hub id, not a path
     assert encoder_label("raddino:phantom") == "raddino:phantom"
     assert encoder_label(str(tmp_path / "missing")) == str(tmp_path / "missing")
+
+
+def test_chapter_10_reads_attention_on_a_real_folders_findings(tmp_path):
+    from raddino.book import copy_book_sources, run_book
+
+    folder = made_masked_dataset(tmp_path / "data", 24)
+    root = copy_book_sources(REPO, tmp_path / "root")
+    profile = yaml.safe_load((root / "profiles" / "smoke.yml").read_text())
+    profile["parameters"]["encoders"] = ["random:vit_pico"]
+    profile.setdefault("chapters", {})["10_attention"] = {"attention_dataset": str(folder.root)}
+    (root / "profiles" / "real.yml").write_text(yaml.safe_dump(profile))
+    summary = run_book("real", root, ["10_attention"], progress=False, log=lambda _: None)
+    assert summary["10_attention"]["status"] == "executed"
+    text = _outputs_text(root / "book" / "10_attention.ipynb")
+    assert "24 images (candid-ptx) at 112 px; findings ['chest_tube', 'pneumothorax']" in text

@@ -160,16 +160,24 @@ def metadata_folder(
     return folder, str(folder.info.get("subset_of", {}).get("dataset", folder.info["name"]))
 
 
-def segmentation_folder(
-    dataset: str | os.PathLike, *, n: int, size: int, seed: int, runs_root: str = "runs"
+def masked_folder(
+    dataset: str | os.PathLike,
+    *,
+    n: int,
+    size: int,
+    seed: int,
+    phantom_seed: int,
+    runs_root: str = "runs",
 ) -> tuple[DatasetFolder, str]:
-    """Chapter 07's images and their name: `n` frontal phantoms of `size` px with masks, or the
-    frontal images of a real folder with masks (CANDID-PTX: Table 6's pneumothorax and chest
-    tubes), at most `n` of them, whole subjects drawn at random (seeded)."""
+    """Chapters 07 and 10's images and their name: `n` frontal phantoms of `size` px with masks
+    (seed `phantom_seed`), or the frontal images of a real folder with masks (CANDID-PTX: Table
+    6's pneumothorax and chest tubes), at most `n` of them, whole subjects drawn with `seed`."""
     if not dataset:
         from raddino.pipeline import phantom_folder
 
-        path = phantom_folder(n, size, seed + 3, views=FRONTAL_VIEWS, root=runs_root, quiet=True)
+        path = phantom_folder(
+            n, size, phantom_seed, views=FRONTAL_VIEWS, root=runs_root, quiet=True
+        )
         return DatasetFolder.open(path), "phantoms"
     folder = DatasetFolder.open(dataset)
     if not folder.structures:
