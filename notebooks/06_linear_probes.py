@@ -64,7 +64,7 @@ from IPython.display import display
 from raddino.eval.chapter_data import not_probed_text, probe_results, probe_sets
 from raddino.eval.probe_tables import probe_frame, probe_table
 from raddino.eval.tables import encoders_to_compare
-from raddino.viz.plots import probe_auprc_bars
+from raddino.viz.plots import bars_with_floor
 
 torch.set_num_threads(2)
 specs = encoders_to_compare(encoders)
@@ -110,7 +110,16 @@ for name, table in tables.items():
 # %%
 for name, table in tables.items():
     fig, ax = plt.subplots(figsize=(11, 3.8))
-    probe_auprc_bars(ax, frames[name], list(table.columns), probe_seeds)
+    bars_with_floor(
+        ax,
+        frames[name],
+        x="finding",
+        y="auprc_mean",
+        floor="chance",
+        floor_label="chance (prevalence)",
+        ylabel=f"AUPRC % (mean of {probe_seeds} seeds)",
+        order=list(table.columns),
+    )
     ax.set_title(name, fontsize=10)
     fig.tight_layout()
 
@@ -137,11 +146,7 @@ for name, table in tables.items():
 from raddino.paper import paper_table
 
 for probe_set in frontal_sets:
-    beside = probe_set.beside_paper(frames[probe_set.name])
-    if beside is None:
-        print(f"{probe_set.name}: the paper's probing tables have no column for this dataset")
-    else:
-        display(beside)
+    display(probe_set.paper_side(frames[probe_set.name]))
 
 # %% [markdown]
 # The paper's tables in full, with the rows it prints:
@@ -227,11 +232,7 @@ else:
 
 # %%
 for probe_set in lateral_sets:
-    beside = probe_set.beside_paper(lateral_frames[probe_set.name])
-    if beside is None:
-        print(f"{probe_set.name}: Table A.1 has no column for this dataset")
-    else:
-        display(beside)
+    display(probe_set.paper_side(lateral_frames[probe_set.name]))
 print("Table A.1: PadChest laterals, linear probing of frozen backbones, AUPRC % (mean of 5 seeds)")
 display(paper_table("A.1", wide=True))
 

@@ -58,7 +58,6 @@ import warnings
 from collections import Counter
 
 import matplotlib.pyplot as plt
-import seaborn as sns
 import torch
 from IPython.display import display
 
@@ -71,6 +70,7 @@ from raddino.eval.tables import (
     metadata_frame,
     metadata_per_variable,
 )
+from raddino.viz.plots import bars_with_floor
 
 torch.set_num_threads(2)
 specs = encoders_to_compare(encoders)
@@ -134,27 +134,15 @@ display(metadata_beside_paper(ours, where=data_name))
 # %%
 measured = ours.dropna(subset=["accuracy_mean"])
 fig, ax = plt.subplots(figsize=(8, 3.4))
-sns.barplot(
-    data=measured.assign(accuracy=100 * measured["accuracy_mean"]),
+bars_with_floor(
+    ax,
+    measured,
     x="variable",
-    y="accuracy",
-    hue="encoder",
-    ax=ax,
+    y="accuracy_mean",
+    floor="majority_mean",
+    floor_label="majority class",
+    ylabel=f"accuracy % ({metadata_folds}-fold CV)",
 )
-floor = measured.groupby("variable", sort=False)["majority_mean"].mean()
-ax.scatter(
-    range(len(floor)),
-    100 * floor.to_numpy(),
-    marker="_",
-    s=600,
-    c="black",
-    zorder=3,
-    label="majority class",
-)
-ax.set_ylabel(f"accuracy % ({metadata_folds}-fold CV)")
-ax.set_xlabel("")
-ax.set_ylim(0, 100)
-ax.legend(fontsize=8, ncols=2, loc="upper right")
 fig.tight_layout()
 
 # %% [markdown]

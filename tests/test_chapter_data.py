@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from tiny_models import tiny_dinov2_folder
 
+from raddino.book import copy_book_sources, run_book
 from raddino.data.adapters.candid import CANDID_FINDINGS
 from raddino.data.adapters.padchest import PADCHEST_FINDINGS
 from raddino.data.adapters.vindr import VINDR_FINDINGS
@@ -79,6 +81,19 @@ def _outputs_text(path: Path) -> str:
         for cell in notebook["cells"]
         for output in cell.get("outputs", [])
     )
+
+
+def _run_chapter(tmp_path: Path, chapter: str, encoders: list[str], **parameters) -> str:
+    """Execute `chapter` under the smoke profile with `encoders` and the chapter's `parameters`
+    (as a re-executor's profile sets them) in a scratch copy of the book; its output text."""
+    root = copy_book_sources(REPO, tmp_path / "root")
+    profile = yaml.safe_load((root / "profiles" / "smoke.yml").read_text())
+    profile["parameters"]["encoders"] = encoders
+    profile.setdefault("chapters", {})[chapter] = parameters
+    (root / "profiles" / "real.yml").write_text(yaml.safe_dump(profile))
+    summary = run_book("real", root, [chapter], progress=False, log=lambda _: None)
+    assert summary[chapter]["status"] == "executed"
+    return _outputs_text(root / "book" / f"{chapter}.ipynb")
 
 
 def test_paper_columns_name_the_adapters_labels():
@@ -194,47 +209,23 @@ def test_real_probe_sets_probe_frontal_images_and_balanced_lateral_tasks(tmp_pat
     assert "vindr-cxr, pixels:8: not probed" in not_probed_text(results)
 
 
-def _tiny_dinov2_folder(folder: Path) -> None:
-    """A Hugging Face DINOv2 folder (config.json + model.safetensors), as `hf download` writes
-    microsoft/rad-dino, with a tiny random model."""
-    import torch
-    from transformers import Dinov2Config, Dinov2Model
-
-    torch.manual_seed(0)
-    config = Dinov2Config(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=56,
-        patch_size=14,
-    )
-    Dinov2Model(config).save_pretrained(folder)
-
-
 def test_chapter_06_probes_real_dataset_folders_beside_the_paper(tmp_path):
     """The re-executor's path: the chapter run with `probe_datasets`, `lateral_probe_datasets` and
     a weights folder among the encoders probes those folders with it and sets each label beside
     its paper column."""
-    from raddino.book import copy_book_sources, run_book
-
     data = tmp_path / "data"
     vindr = made_dataset(data, "vindr-cxr", list(VINDR_FINDINGS), ["PA"] * 48)
     rsna = made_dataset(data, "rsna-pneumonia", ["Pneumonia"], ["PA", "AP"] * 24, seed=1)
     padchest = made_dataset(data, "padchest", list(PADCHEST_FINDINGS), ["PA", "LATERAL"] * 40)
     weights = tmp_path / "rad-dino"  # a microsoft/rad-dino-layout folder, tiny and random
-    _tiny_dinov2_folder(weights)
-    root = copy_book_sources(REPO, tmp_path / "root")
-    profile = yaml.safe_load((root / "profiles" / "smoke.yml").read_text())
-    profile["parameters"]["encoders"] = ["pixels:8", str(weights)]
-    profile.setdefault("chapters", {})["06_linear_probes"] = {
-        "probe_datasets": [str(vindr.root), str(rsna.root)],
-        "lateral_probe_datasets": [str(padchest.root)],
-    }
-    (root / "profiles" / "real.yml").write_text(yaml.safe_dump(profile))
-    summary = run_book("real", root, ["06_linear_probes"], progress=False, log=lambda _: None)
-    assert summary["06_linear_probes"]["status"] == "executed"
-    text = _outputs_text(root / "book" / "06_linear_probes.ipynb")
+    tiny_dinov2_folder(weights)
+    text = _run_chapter(
+        tmp_path,
+        "06_linear_probes",
+        ["pixels:8", str(weights)],
+        probe_datasets=[str(vindr.root), str(rsna.root)],
+        lateral_probe_datasets=[str(padchest.root)],
+    )
     assert "vindr-cxr: 48 images (PA 48), 24 subjects" in text
     assert "padchest: 40 images (LATERAL 40)" in text and "balanced task" in text
     assert "Table 3: CM" in text and "Table 4: AUROC" in text
@@ -262,18 +253,9 @@ def test_metadata_set_keeps_frontal_no_finding_images_and_needs_metadata(tmp_pat
 
 
 def test_chapter_08_measures_a_real_folder_beside_table_7(tmp_path):
-    from raddino.book import copy_book_sources, run_book
-
     views = ["PA", "AP"] * 40
     folder = made_dataset(tmp_path / "data", "mimic-cxr", ["No Finding"], views, metadata=True)
-    root = copy_book_sources(REPO, tmp_path / "root")
-    profile = yaml.safe_load((root / "profiles" / "smoke.yml").read_text())
-    profile["parameters"]["encoders"] = ["pixels:8"]
-    profile.setdefault("chapters", {})["08_metadata"] = {"metadata_dataset": str(folder.root)}
-    (root / "profiles" / "real.yml").write_text(yaml.safe_dump(profile))
-    summary = run_book("real", root, ["08_metadata"], progress=False, log=lambda _: None)
-    assert summary["08_metadata"]["status"] == "executed"
-    text = _outputs_text(root / "book" / "08_metadata.ipynb")
+    text = _run_chapter(tmp_path, "08_metadata", ["pixels:8"], metadata_dataset=str(folder.root))
     positives = int((folder.table["No Finding"] == 1).sum())
     assert f"{positives} frontal images (mimic-cxr)" in text
     assert "pixels:8 (mimic-cxr)" in text and "RAD-DINO (paper, MIMIC-CXR)" in text
@@ -347,19 +329,11 @@ def test_masked_folder_subsets_subjects_and_reads_masks_in_place(tmp_path):
 
 
 def test_chapter_07_segments_a_real_folder_beside_table_6(tmp_path):
-    from raddino.book import copy_book_sources, run_book
-
     folder = made_masked_dataset(tmp_path / "data", 40)
-    root = copy_book_sources(REPO, tmp_path / "root")
-    profile = yaml.safe_load((root / "profiles" / "smoke.yml").read_text())
-    profile["parameters"]["encoders"] = ["pixels:8", "random:vit_pico"]
-    profile.setdefault("chapters", {})["07_segmentation"] = {
-        "segmentation_dataset": str(folder.root)
-    }
-    (root / "profiles" / "real.yml").write_text(yaml.safe_dump(profile))
-    summary = run_book("real", root, ["07_segmentation"], progress=False, log=lambda _: None)
-    assert summary["07_segmentation"]["status"] == "executed"
-    text = _outputs_text(root / "book" / "07_segmentation.ipynb")
+    encoders = ["pixels:8", "random:vit_pico"]
+    text = _run_chapter(
+        tmp_path, "07_segmentation", encoders, segmentation_dataset=str(folder.root)
+    )
     assert "40 images (candid-ptx) at 112 px, structures ['pneumothorax', 'chest_tube']" in text
     assert "pixels:8 + linear (candid-ptx)" in text and "RAD-DINO + UPerNet (paper)" in text
 
@@ -375,15 +349,8 @@ def test_encoder_label_names_local_weights_by_their_folder(tmp_path):
 
 
 def test_chapter_10_reads_attention_on_a_real_folders_findings(tmp_path):
-    from raddino.book import copy_book_sources, run_book
-
     folder = made_masked_dataset(tmp_path / "data", 24)
-    root = copy_book_sources(REPO, tmp_path / "root")
-    profile = yaml.safe_load((root / "profiles" / "smoke.yml").read_text())
-    profile["parameters"]["encoders"] = ["random:vit_pico"]
-    profile.setdefault("chapters", {})["10_attention"] = {"attention_dataset": str(folder.root)}
-    (root / "profiles" / "real.yml").write_text(yaml.safe_dump(profile))
-    summary = run_book("real", root, ["10_attention"], progress=False, log=lambda _: None)
-    assert summary["10_attention"]["status"] == "executed"
-    text = _outputs_text(root / "book" / "10_attention.ipynb")
+    text = _run_chapter(
+        tmp_path, "10_attention", ["random:vit_pico"], attention_dataset=str(folder.root)
+    )
     assert "24 images (candid-ptx) at 112 px; findings ['chest_tube', 'pneumothorax']" in text

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tiny_models import tiny_dinov2_folder
 
 from raddino.models.encoders import Encoder, get_encoder
 from raddino.models.preprocessing import preprocess_batch, with_crop_size
@@ -41,20 +42,7 @@ def hf_clip_folder(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_dinov2_folder(tmp_path_factory):
-    from transformers import Dinov2Config, Dinov2Model
-
-    folder = tmp_path_factory.mktemp("hf_dinov2")
-    torch.manual_seed(0)
-    config = Dinov2Config(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        image_size=56,
-        patch_size=14,
-    )
-    Dinov2Model(config).save_pretrained(folder)
-    return folder
+    return tiny_dinov2_folder(tmp_path_factory.mktemp("hf_dinov2"))
 
 
 @pytest.fixture(scope="module")

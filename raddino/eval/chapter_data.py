@@ -79,6 +79,14 @@ class ProbeSet:
             split_fractions=self.split_fractions,
         )
 
+    def paper_side(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`beside_paper(frame)`, or a one-cell table saying the paper probes no such dataset."""
+        table = self.beside_paper(frame) if self.beside_paper else None
+        if table is None:
+            note = "the paper's probing tables (3, 4, A.1) have no column for this dataset"
+            return pd.DataFrame({"beside the paper": [note]}, index=[self.name])
+        return table
+
     def describe(self) -> str:
         """One line for the chapter: size, subjects, views, and what was done to the labels."""
         table = self.folder.table

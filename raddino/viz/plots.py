@@ -163,26 +163,37 @@ def paired_difference_bars(ax, frame: Any, ylabel: str = "Δ Dice, points (95 % 
     ax.legend(fontsize=8)
 
 
-def probe_auprc_bars(ax, frame: Any, order: Sequence[str], seeds: int) -> None:
-    """Grouped bars of AUPRC % per finding (x, in `order`) and encoder (hue) from a `probe_frame`,
-    with each finding's chance (test prevalence) as a black tick."""
+def bars_with_floor(
+    ax,
+    frame: Any,
+    *,
+    x: str,
+    y: str,
+    floor: str,
+    floor_label: str,
+    ylabel: str,
+    order: Sequence[str] | None = None,
+) -> None:
+    """Grouped bars of `y` (%) per `x` and encoder (hue) from a long frame in [0, 1], with each
+    x's mean `floor` (chance, majority class) as a black tick: a bar at its tick read nothing."""
     import seaborn as sns
 
-    plot_frame = frame.assign(auprc=100 * frame["auprc_mean"])
-    sns.barplot(data=plot_frame, x="finding", y="auprc", hue="encoder", order=order, ax=ax)
-    chance = frame[frame["finding"] != "macro"].groupby("finding")["chance"].mean()
-    positions = {name: k for k, name in enumerate(order)}
-    shown = [name for name in chance.index if name in positions]
+    order = list(dict.fromkeys(frame[x])) if order is None else list(order)
+    sns.barplot(
+        data=frame.assign(bar=100 * frame[y]), x=x, y="bar", hue="encoder", order=order, ax=ax
+    )
+    floors = frame.dropna(subset=[floor]).groupby(x)[floor].mean()
+    shown = [name for name in order if name in floors.index]
     ax.scatter(
-        [positions[name] for name in shown],
-        100 * chance[shown].to_numpy(),
+        [order.index(name) for name in shown],
+        100 * floors[shown].to_numpy(),
         marker="_",
         s=400,
         c="black",
         zorder=3,
-        label="chance (prevalence)",
+        label=floor_label,
     )
-    ax.set_ylabel(f"AUPRC % (mean of {seeds} seeds)")
+    ax.set_ylabel(ylabel)
     ax.set_xlabel("")
     ax.set_ylim(0, 100)
     ax.tick_params(axis="x", rotation=35)
