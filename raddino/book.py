@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from raddino.book_profiles import (
     declared_parameters,
     find_root,
     load_profile,
+    with_overrides,
 )
 
 __all__ = [  # the runner's API, including what it re-exports from its helper modules
@@ -316,11 +317,22 @@ def run_book(
     force: bool = False,
     progress: bool = True,
     log=print,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Execute the (selected) chapters whose inputs changed; returns a summary per chapter."""
+    """Execute the (selected) chapters whose inputs changed; returns a summary per chapter.
+
+    `overrides` (`raddino book --set`) set parameters over the profile's, for every chapter that
+    declares them; a name no chapter declares is an error.
+    """
     root = Path(root).resolve()
     profile = load_profile(profile_name, root)
     chapters = discover_chapters(root)
+    if overrides:
+        declared = set().union(*(declared_parameters(read_chapter(c), c.name) for c in chapters))
+        unknown = sorted(set(overrides) - declared)
+        if unknown:
+            raise ValueError(f"--set {unknown}: no chapter declares such a parameter")
+        profile = with_overrides(profile, overrides)
     unknown = sorted(set(profile.chapters) - {c.name for c in chapters})
     if unknown:
         raise ValueError(f"{profile.path}: 'chapters' names unknown chapter(s) {unknown}")

@@ -31,14 +31,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--root", help="book root (default: the nearest folder with notebooks/ and profiles/)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no per-cell progress bars")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PARAMETER=VALUE",
+        help="set a chapter parameter over the profile's (YAML value, e.g. "
+        "probe_datasets='[/data/raddino/vindr-cxr]'); repeatable",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from raddino.book import ChapterFailed, find_root, run_book
     from raddino.book_html import build_html
+    from raddino.book_profiles import parse_assignments
 
     if args.no_build and args.build_only:
         raise ValueError("--no-build and --build-only exclude each other")
+    overrides = parse_assignments(args.set)
+    if overrides and args.build_only:
+        raise ValueError("--set changes what chapters execute; --build-only executes none")
     root = find_root() if args.root is None else args.root
     started = time.perf_counter()
     if not args.build_only:
@@ -49,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
                 args.only,
                 force=args.force,
                 progress=not args.no_progress,
+                overrides=overrides,
             )
         except ChapterFailed as err:
             print(f"raddino book: {err}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,35 @@ def declared_parameters(notebook, where: str) -> dict[str, Any]:
                     except ValueError:
                         defaults[target.id] = None  # not a literal: accept any injected type
     return defaults
+
+
+def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
+    """`--set KEY=VALUE` arguments as a mapping; VALUE is read as YAML (`5`, `true`, `[a, b]`,
+    a bare string), so a value has the type the profile file would give it."""
+    import yaml
+
+    values: dict[str, Any] = {}
+    for text in assignments:
+        key, sep, raw = text.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--set {text!r}: expected PARAMETER=VALUE, e.g. probe_n=200")
+        try:
+            values[key] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ValueError(f"--set {key}: value {raw!r} is not valid YAML ({err})") from None
+    return values
+
+
+def with_overrides(profile: Profile, values: Mapping[str, Any]) -> Profile:
+    """`profile` with `values` set for every chapter, over its globals and per-chapter values."""
+    from dataclasses import replace
+
+    chapters = {
+        name: {**(own or {}), **{k: v for k, v in values.items() if k in (own or {})}}
+        for name, own in profile.chapters.items()
+    }
+    return replace(profile, parameters={**profile.parameters, **values}, chapters=chapters)
 
 
 def chapter_parameters(

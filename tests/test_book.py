@@ -24,6 +24,7 @@ from raddino.book import (
     select_chapters,
 )
 from raddino.book_html import check_toc_outputs, offline_violations
+from raddino.book_profiles import parse_assignments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -244,6 +245,34 @@ def test_run_book_executes_skips_and_reports_failures(tmp_path):
     assert (root / "book" / "02_b.ipynb").read_text() == previous_b  # last good output kept
     assert (root / "runs" / "book" / "failed" / "02_b.ipynb").is_file()
     assert not list((root / "book").glob(".*tmp*"))
+
+
+def test_set_overrides_the_profile_for_every_chapter_that_declares_it(tmp_path, capsys):
+    """`raddino book --set size=7 --set label=z`: over the globals and the per-chapter values;
+    the chapters re-execute because their parameters changed; an unknown name is an error."""
+    root = _write_root(tmp_path, {"01_a": GOOD_A, "02_b": GOOD_B}, PROFILE)
+    run_book("p", root, progress=False, log=lambda _: None)
+    overrides = parse_assignments(["size=7", "label=z"])
+    assert overrides == {"size": 7, "label": "z"}
+    summary = run_book("p", root, progress=False, log=lambda _: None, overrides=overrides)
+    assert summary["01_a"]["status"] == summary["02_b"]["status"] == "executed"
+    assert (root / "a_ran.txt").read_text() == "7z"  # beat chapters.01_a.label: "y"
+    record = json.loads((root / "book" / "02_b.ipynb").read_text())["metadata"]["raddino_book"]
+    assert record["parameters"] == {"size": 7}
+    with pytest.raises(ValueError, match=r"--set \['sise'\]: no chapter declares"):
+        run_book("p", root, progress=False, overrides={"sise": 7})
+    with pytest.raises(ValueError, match="is str 'many', but the notebook's default is int"):
+        run_book("p", root, progress=False, overrides={"size": "many"})
+    assert parse_assignments(["paths=[/a, /b]", "empty="]) == {"paths": ["/a", "/b"], "empty": ""}
+    for bad in ("size", "=3", "a b=1"):
+        with pytest.raises(ValueError, match="expected PARAMETER=VALUE"):
+            parse_assignments([bad])
+    from raddino.cli import main
+
+    assert main(["book", "--root", str(root), "--profile", "p", "--set", "size"]) == 2
+    assert "--set 'size': expected PARAMETER=VALUE" in capsys.readouterr().err
+    assert main(["book", "--root", str(root), "--build-only", "--set", "size=1"]) == 2
+    assert "--build-only executes none" in capsys.readouterr().err
 
 
 def test_unknown_chapter_in_profile_is_an_error(tmp_path):
