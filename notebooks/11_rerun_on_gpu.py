@@ -275,6 +275,16 @@ table.index.name = "parameter"
 display(table)
 
 # %% [markdown]
+# The parameters that point chapters at real dataset folders, and what each reproduces
+# (`raddino.rerun.REAL_DATA_PARAMETERS`). Each can also be given on the command line without
+# editing the profile: `raddino book --profile gpu-paper --set probe_datasets='[<folder>, ...]'`.
+
+# %%
+from raddino.rerun import real_data_table
+
+display(pd.DataFrame(real_data_table(profile)).set_index("parameter"))
+
+# %% [markdown]
 # ## 4. Pretraining with `torchrun`
 #
 # `raddino pretrain --profile gpu-paper` is RAD-DINO's recipe (paper App. C.1): ViT-B/14 at

@@ -19,6 +19,7 @@ from unittest import mock
 from raddino.rerun_check import check_command, parse_torchrun
 
 __all__ = [
+    "REAL_DATA_PARAMETERS",
     "RerunSetup",
     "ShownCommand",
     "all_commands",
@@ -29,6 +30,7 @@ __all__ = [
     "index_commands",
     "pretrain_commands",
     "pretrain_plan",
+    "real_data_table",
     "supported_datasets",
     "weights_commands",
 ]
@@ -131,6 +133,47 @@ def supported_datasets() -> list[dict[str, str]]:
     for name, parse in ADAPTERS.items():
         doc = (inspect.getmodule(parse).__doc__ or "").strip().splitlines()
         rows.append({"dataset": name, "what the adapter reads": doc[0] if doc else ""})
+    return rows
+
+
+# The chapter parameters that read real dataset folders: parameter -> (chapter, the folders it
+# takes, what of the paper it reproduces). Everything else in the book stays on phantoms.
+REAL_DATA_PARAMETERS: dict[str, tuple[str, str, str]] = {
+    "probe_datasets": (
+        "06_linear_probes",
+        "vindr-cxr, candid-ptx, rsna-pneumonia (frontal images)",
+        "Tables 3 and 4",
+    ),
+    "lateral_probe_datasets": (
+        "06_linear_probes",
+        "padchest (lateral images, balanced tasks)",
+        "Table A.1",
+    ),
+    "segmentation_dataset": ("07_segmentation", "candid-ptx (masks)", "Table 6"),
+    "metadata_dataset": (
+        "08_metadata",
+        "mimic-cxr indexed with --mimic-iv (frontal No Finding images)",
+        "Table 7",
+    ),
+    "attention_dataset": ("10_attention", "candid-ptx (finding masks)", "Fig. A.2"),
+}
+
+
+def real_data_table(profile: Any) -> list[dict[str, str]]:
+    """One row per real-data parameter: chapter, folders, paper table, the profile's value."""
+    rows = []
+    for key, (chapter, folders, reproduces) in REAL_DATA_PARAMETERS.items():
+        value = profile.chapters.get(chapter, {}).get(key, profile.parameters.get(key))
+        shown = value if value not in (None, "", []) else "(empty: phantoms)"
+        rows.append(
+            {
+                "parameter": key,
+                "chapter": chapter,
+                "dataset folders": folders,
+                "reproduces": reproduces,
+                "value in the profile": str(shown),
+            }
+        )
     return rows
 
 

@@ -26,6 +26,7 @@ from raddino.book_profiles import chapter_parameters
 from raddino.data.adapters import ADAPTERS
 from raddino.data.index_cli import DATASET_CHOICES
 from raddino.rerun import (
+    REAL_DATA_PARAMETERS,
     RerunSetup,
     ShownCommand,
     all_commands,
@@ -34,6 +35,7 @@ from raddino.rerun import (
     index_commands,
     pretrain_commands,
     pretrain_plan,
+    real_data_table,
     supported_datasets,
 )
 
@@ -243,3 +245,20 @@ def test_chapter_commands_run_by_hand_and_by_the_runner(tmp_path):
     executed = json.loads((root / "book" / "00_how_to_read.ipynb").read_text())
     injected = next(c for c in executed["cells"] if "injected-parameters" in c["metadata"]["tags"])
     assert 'profile_name = "smoke"' in "".join(injected["source"])
+
+
+def test_real_data_parameters_are_declared_by_their_chapters_and_set_by_gpu_paper():
+    """Every parameter the chapter lists as reading real folders exists in the chapter it names
+    (so the table cannot drift from the notebooks) and gpu-paper.yml says what to put there."""
+    profile = load_profile("gpu-paper", REPO)
+    chapters = {c.name: c for c in discover_chapters(REPO)}
+    for key, (chapter, _, _) in REAL_DATA_PARAMETERS.items():
+        assert key in declared_parameters(read_chapter(chapters[chapter]), chapter), key
+        assert key in profile.parameters, key
+    rows = real_data_table(profile)
+    assert [r["parameter"] for r in rows] == list(REAL_DATA_PARAMETERS)
+    assert {r["value in the profile"] for r in rows} == {"(empty: phantoms)"}
+    chosen = dataclasses.replace(
+        profile, parameters={**profile.parameters, "probe_datasets": ["/d/v"]}
+    )
+    assert real_data_table(chosen)[0]["value in the profile"] == "['/d/v']"

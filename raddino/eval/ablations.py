@@ -33,7 +33,17 @@ def cached_cls(spec: str, folder: Any, *, size: int | None, seed: int, runs_root
         device=device,
         seed=seed,
         progress=False,
+        num_workers=_loader_workers(device),
     )["cls"]
+
+
+def _loader_workers(device: str) -> int:
+    """Image-decoding processes for feature extraction: none on CPU (phantom PNGs are small and
+    workers would take the cores the model needs); up to 8 beside a GPU, where decoding real
+    JPEGs and DICOMs in the main process would leave it waiting."""
+    import os
+
+    return 0 if device == "cpu" else min(8, max(0, (os.cpu_count() or 1) - 1))
 
 
 def probe_encoders(
