@@ -132,11 +132,12 @@ def parse_assignments(assignments: Sequence[str]) -> dict[str, Any]:
 
 
 def with_overrides(profile: Profile, values: Mapping[str, Any]) -> Profile:
-    """`profile` with `values` set for every chapter, over its globals and per-chapter values."""
+    """`profile` with `values` set for every chapter: they become globals, and per-chapter values
+    of the same names are dropped so that nothing overrides them."""
     from dataclasses import replace
 
     chapters = {
-        name: {**(own or {}), **{k: v for k, v in values.items() if k in (own or {})}}
+        name: {k: v for k, v in (own or {}).items() if k not in values}
         for name, own in profile.chapters.items()
     }
     return replace(profile, parameters={**profile.parameters, **values}, chapters=chapters)

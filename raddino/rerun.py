@@ -163,7 +163,7 @@ def real_data_table(profile: Any) -> list[dict[str, str]]:
     """One row per real-data parameter: chapter, folders, paper table, the profile's value."""
     rows = []
     for key, (chapter, folders, reproduces) in REAL_DATA_PARAMETERS.items():
-        value = profile.chapters.get(chapter, {}).get(key, profile.parameters.get(key))
+        value = (profile.chapters.get(chapter) or {}).get(key, profile.parameters.get(key))
         shown = value if value not in (None, "", []) else "(empty: phantoms)"
         rows.append(
             {

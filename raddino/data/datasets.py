@@ -62,6 +62,8 @@ def index_dataset(
         raise FileNotFoundError(f"dataset root not found or not a folder: {root}")
     views = _check_views(views, default_view)
     options = options or AdapterOptions()
+    if options.mimic_iv and name != "mimic-cxr":  # not silently ignored by the other adapters
+        raise ValueError(f"--mimic-iv: only for --dataset mimic-cxr, not {name!r}")
     parsed = ADAPTERS[name](root, options)
     table = parsed.table.copy()
     excluded = Counter(parsed.excluded)

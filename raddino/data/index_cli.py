@@ -70,8 +70,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.dataset not in DATASET_CHOICES:
         raise ValueError(f"--dataset: unknown {args.dataset!r}; choose among {DATASET_CHOICES}")
-    if args.mimic_iv.strip() and args.dataset != "mimic-cxr":
-        raise ValueError(f"--mimic-iv: only for --dataset mimic-cxr, not {args.dataset!r}")
     try:
         options = AdapterOptions(
             uncertain=args.uncertain,

@@ -122,8 +122,9 @@ def subset_folder(
 
     recipe = json.dumps({"source": dataset_fingerprint(folder), **what}, sort_keys=True)
     out = Path(runs_root) / "probe_sets" / hashlib.sha256(recipe.encode()).hexdigest()[:16]
+    # The caller opened (and so checked) the source; its images need no second check here.
     if (out / "dataset.json").is_file():  # written last: its presence means the folder is complete
-        return DatasetFolder.open(out)
+        return DatasetFolder.open(out, check_images=False)
     info = {
         key: value
         for key, value in folder.info.items()
@@ -132,7 +133,12 @@ def subset_folder(
     info["image_root"] = os.path.relpath(folder.image_root, out.resolve())
     info["mask_root"] = os.path.relpath(folder.mask_path_root, out.resolve())
     info["subset_of"] = {"dataset": folder.info["name"], **what}
-    return write_index(out, folder.table[keep_n].reset_index(drop=True), info)
+    return write_index(out, folder.table[keep_n].reset_index(drop=True), info, check_images=False)
+
+
+def dataset_name(folder: DatasetFolder) -> str:
+    """The dataset a folder holds: its own name, or for a row selection its source's."""
+    return str(folder.info.get("subset_of", {}).get("dataset", folder.info["name"]))
 
 
 def metadata_set(path: str | os.PathLike, runs_root: str = "runs") -> DatasetFolder:
@@ -165,7 +171,7 @@ def metadata_folder(
 
         return probe_phantoms(n, size, seed, runs_root), "phantoms"
     folder = metadata_set(dataset, runs_root)
-    return folder, str(folder.info.get("subset_of", {}).get("dataset", folder.info["name"]))
+    return folder, dataset_name(folder)
 
 
 def masked_folder(
@@ -231,7 +237,7 @@ def real_probe_set(
     """A real dataset folder's images of `views` as a probe set; `balanced` makes each label the
     paper's balanced lateral task with its 80/10/10 split (Table A.1)."""
     folder = view_subset(DatasetFolder.open(path), views, runs_root)
-    name = str(folder.info.get("subset_of", {}).get("dataset", folder.info["name"]))
+    name = dataset_name(folder)
     labels = list(folder.label_names)
     labels_nl = folder.labels_array(labels)
     notes = []
@@ -284,7 +290,7 @@ def dataset_beside_paper(frame: pd.DataFrame, dataset: str) -> pd.DataFrame | No
     from raddino.eval.probe_tables import ours_beside_paper_cells
     from raddino.paper import paper_table
 
-    columns = {**PAPER_COLUMNS.get(dataset, {})}
+    columns = PAPER_COLUMNS.get(dataset, {})
     auroc = PAPER_AUROC_COLUMNS.get(dataset, {})
     if not columns:
         return None
